@@ -1,16 +1,17 @@
 """The exception tree of tidings.
 
-    TidingsError
-    ├── ConfigurationError        bad topology, bad URL, bad setting
-    │   └── MissingDependency     an optional client library is not installed
-    ├── EventError                an event cannot be used; never worth a retry
-    │   ├── DecodeError           bytes that are not an event in any known envelope
-    │   ├── UnknownEventType      a type (or version) the catalog does not know
-    │   └── SchemaViolation       a payload that fails its registered schema
-    └── BrokerError               the broker refused or could not be reached
-        ├── BrokerUnavailable     connection lost or refused; worth a retry later
-        ├── UnknownTopic          publish to a topic that was never declared
-        └── UnknownSubscription   consume from a subscription that was never declared
+TidingsError
+├── ConfigurationError        bad topology, bad URL, bad setting
+│   └── MissingDependency     an optional client library is not installed
+├── EventError                an event cannot be used; never worth a retry
+│   ├── DecodeError           bytes that are not an event in any known envelope
+│   ├── UnknownEventType      a type (or version) the catalog does not know
+│   ├── SchemaViolation       a payload that fails its registered schema
+│   └── EventTooLarge         an encoded event above the configured maximum
+└── BrokerError               the broker refused or could not be reached
+    ├── BrokerUnavailable     connection lost or refused; worth a retry later
+    ├── UnknownTopic          publish to a topic that was never declared
+    └── UnknownSubscription   consume from a subscription that was never declared
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "ConfigurationError",
     "DecodeError",
     "EventError",
+    "EventTooLarge",
     "MissingDependency",
     "SchemaViolation",
     "TidingsError",
@@ -73,6 +75,15 @@ class SchemaViolation(EventError):
         self.event_type = event_type
         self.version = version
         self.errors = errors
+
+
+class EventTooLarge(EventError):
+    """An encoded event is larger than the configured maximum; nothing was written."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"event is {size} bytes, above the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
 
 
 class BrokerError(TidingsError):

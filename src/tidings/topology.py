@@ -103,9 +103,7 @@ class Topology(_Frozen):
         for sub in self.subscriptions:
             for topic in sub.topics:
                 if topic not in topic_names:
-                    raise ValueError(
-                        f"subscriptions.{sub.name}.topics: unknown topic {topic!r}"
-                    )
+                    raise ValueError(f"subscriptions.{sub.name}.topics: unknown topic {topic!r}")
         return self
 
     @classmethod

@@ -1,0 +1,22 @@
+"""The listener runtime: dispatch by event type, inbox, retry, dead letters, limits, pause
+and graceful shutdown."""
+
+from tidings.listener.app import Handler, Listener
+from tidings.listener.inbox import inbox_table
+from tidings.listener.outcomes import DeadLetter, Outcome, Retry
+from tidings.listener.retry import backoff_delay
+from tidings.listener.runtime import ListenerRuntime
+from tidings.listener.throttle import Gate, RateLimiter
+
+__all__ = [
+    "DeadLetter",
+    "Gate",
+    "Handler",
+    "Listener",
+    "ListenerRuntime",
+    "Outcome",
+    "RateLimiter",
+    "Retry",
+    "backoff_delay",
+    "inbox_table",
+]

@@ -1,0 +1,46 @@
+"""The inbox: which events a subscription has already applied, kept in the listener's own
+database and written in the same transaction as the handler's effect.
+
+Because the inbox row and the effect commit together, a redelivered event (after a crash, a
+lease expiry or a duplicate publish) finds its row and has no second effect; and an effect
+that rolled back leaves no row, so the event is applied when it comes back.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Column, DateTime, Index, String, Table, delete
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tidings.db import metadata
+from tidings.events.model import utc_now
+
+__all__ = ["forget_before", "inbox_table", "record"]
+
+inbox_table = Table(
+    "tidings_inbox",
+    metadata,
+    Column("subscription", String(100), primary_key=True),
+    Column("event_id", String(36), primary_key=True),
+    Column("processed_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_tidings_inbox_processed_at", inbox_table.c.processed_at)
+
+
+async def record(session: AsyncSession, subscription: str, event_id: str) -> bool:
+    """Add (subscription, event_id) in the session's transaction. True when it is new;
+    False when the event was already applied, in which case nothing was written."""
+    values = {"subscription": subscription, "event_id": event_id, "processed_at": utc_now()}
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    result = await session.execute(
+        dialect.insert(inbox_table).values(values).on_conflict_do_nothing()
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def forget_before(session: AsyncSession, cutoff: datetime) -> int:
+    """Delete inbox rows older than ``cutoff`` (events that old are past redelivery)."""
+    result = await session.execute(delete(inbox_table).where(inbox_table.c.processed_at < cutoff))
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,265 @@
+"""The listener runtime: consumes one subscription and settles every delivery.
+
+For each delivery, in order:
+
+1. an event type without a handler is acknowledged and counted (``UNHANDLED``);
+2. bytes that decode to no event, and events the catalog rejects, are dead-lettered at once:
+   no retry can fix them;
+3. the rate limit is honoured;
+4. in one transaction of the listener's database, the inbox row is inserted and the handler
+   runs; an event already in the inbox is acknowledged without effect (``DUPLICATE``);
+5. on commit the delivery is acknowledged; on failure it is retried with backoff and
+   jitter, and after the subscription's ``max_attempts`` it is dead-lettered with the reason.
+
+A delivery is acknowledged only after its effect committed, so a crash at any point loses
+nothing: the broker gives the delivery back and the inbox drops what was already applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+from collections import Counter
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tidings.brokers.base import Broker, Delivery
+from tidings.errors import ConfigurationError, EventError
+from tidings.events import Event
+from tidings.events.catalog import EventCatalog
+from tidings.events.codecs import decode
+from tidings.listener.app import Listener
+from tidings.listener.inbox import record
+from tidings.listener.outcomes import DeadLetter, Outcome, Retry
+from tidings.listener.retry import backoff_delay
+from tidings.listener.throttle import Gate, RateLimiter
+from tidings.topology import Subscription
+
+__all__ = ["ListenerRuntime"]
+
+log = logging.getLogger("tidings.listener")
+
+
+class ListenerRuntime:
+    """Runs a :class:`Listener` against a broker and the listener's own database.
+
+    ``subscription`` supplies the policies (max attempts, backoff, in-flight and rate
+    limits). ``inbox=False`` drops the inbox (for handlers that are idempotent by
+    themselves). :meth:`pause`, :meth:`resume`, :attr:`rate` and :meth:`stop` act on a
+    running runtime. On :meth:`stop`, no new delivery is taken; those in flight get
+    ``shutdown_grace`` seconds to finish, then are cancelled (their transactions roll back
+    and the broker gives them back).
+    """
+
+    def __init__(
+        self,
+        listener: Listener,
+        *,
+        broker: Broker,
+        subscription: Subscription,
+        sessions: async_sessionmaker[AsyncSession],
+        catalog: EventCatalog | None = None,
+        inbox: bool = True,
+        shutdown_grace: float = 30.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if listener.subscription != subscription.name:
+            raise ConfigurationError(
+                f"listener is for {listener.subscription!r}, subscription is {subscription.name!r}"
+            )
+        self.listener = listener
+        self.broker = broker
+        self.subscription = subscription
+        self.sessions = sessions
+        self.catalog = catalog
+        self.inbox = inbox
+        self.shutdown_grace = shutdown_grace
+        self.stats: Counter[Outcome] = Counter()
+        self._rng = rng or random.Random()
+        self._limiter = RateLimiter(subscription.rate)
+        self._gate = Gate()
+        self._stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task[Outcome | None]] = set()
+
+    @property
+    def rate(self) -> float | None:
+        return self._limiter.rate
+
+    @rate.setter
+    def rate(self, value: float | None) -> None:
+        self._limiter.rate = value
+
+    @property
+    def paused(self) -> bool:
+        return not self._gate.is_open
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def pause(self) -> None:
+        """Take no new deliveries until :meth:`resume`; those in flight finish."""
+        self._gate.close()
+
+    def resume(self) -> None:
+        self._gate.open()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish in-flight work and return."""
+        self._stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        """Stop gracefully on SIGTERM and SIGINT (call from the running loop)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+
+    async def run(self) -> None:
+        """Consume until :meth:`stop`."""
+        consumer = self.broker.consume(self.subscription.name, prefetch=self.subscription.in_flight)
+        try:
+            while not self._stopping.is_set():
+                if not await self._until_stopped(self._gate.wait()):
+                    break
+                delivery = await self._until_stopped(consumer.__anext__())
+                if delivery is None:
+                    break
+                task = asyncio.create_task(self.process(delivery))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            await self._drain()
+        finally:
+            await consumer.close()
+
+    async def process(self, delivery: Delivery) -> Outcome | None:
+        """Settle one delivery and return how (None if it could not be settled now: the
+        broker will give it back)."""
+        message = delivery.message
+        if self.listener.handler_for(message.event_type) is None:
+            return await self._settle(delivery, None, Outcome.UNHANDLED)
+        try:
+            event = decode(message.body)
+        except EventError as exc:
+            return await self._dead_letter(delivery, None, f"undecodable: {exc}")
+        handler = self.listener.handler_for(event.event_type)
+        if handler is None:
+            return await self._settle(delivery, event, Outcome.UNHANDLED)
+        if self.catalog is not None:
+            try:
+                self.catalog.validate(event)
+            except EventError as exc:
+                return await self._dead_letter(delivery, event, f"rejected: {exc}")
+        await self._limiter.acquire()
+        try:
+            async with self.sessions() as session, session.begin():
+                if self.inbox and not await record(session, self.subscription.name, str(event.id)):
+                    outcome = Outcome.DUPLICATE
+                else:
+                    await handler(event, session)
+                    outcome = Outcome.APPLIED
+        except DeadLetter as exc:
+            return await self._dead_letter(delivery, event, exc.reason)
+        except EventError as exc:
+            return await self._dead_letter(delivery, event, f"{type(exc).__name__}: {exc}")
+        except Retry as exc:
+            return await self._retry(delivery, event, exc.reason, exc.after)
+        except Exception as exc:  # noqa: BLE001 - any handler failure is retried
+            return await self._retry(delivery, event, f"{type(exc).__name__}: {exc}", None)
+        return await self._settle(delivery, event, outcome)
+
+    async def _retry(
+        self, delivery: Delivery, event: Event, reason: str, after: float | None
+    ) -> Outcome | None:
+        if delivery.attempt >= self.subscription.max_attempts:
+            return await self._dead_letter(
+                delivery, event, f"{reason} (gave up after {delivery.attempt} attempts)"
+            )
+        delay = (
+            after
+            if after is not None
+            else backoff_delay(self.subscription.backoff, delivery.attempt, self._rng)
+        )
+        _log(logging.WARNING, "retrying in %.2fs: %s", delivery, event, delay, reason)
+        return await self._settle(delivery, event, Outcome.RETRIED, delay=delay, reason=reason)
+
+    async def _dead_letter(
+        self, delivery: Delivery, event: Event | None, reason: str
+    ) -> Outcome | None:
+        _log(logging.ERROR, "dead-lettered: %s", delivery, event, reason)
+        return await self._settle(delivery, event, Outcome.DEAD_LETTERED, reason=reason)
+
+    async def _settle(
+        self,
+        delivery: Delivery,
+        event: Event | None,
+        outcome: Outcome,
+        *,
+        delay: float = 0.0,
+        reason: str = "",
+    ) -> Outcome | None:
+        try:
+            if outcome is Outcome.RETRIED:
+                await delivery.retry(delay, reason)
+            elif outcome is Outcome.DEAD_LETTERED:
+                await delivery.dead_letter(reason)
+            else:
+                await delivery.ack()
+        except Exception as exc:  # noqa: BLE001 - the broker gives unsettled deliveries back
+            _log(logging.WARNING, "could not settle (%s); it will come back", delivery, event, exc)
+            return None
+        self.stats[outcome] += 1
+        if outcome in (Outcome.APPLIED, Outcome.DUPLICATE, Outcome.UNHANDLED):
+            _log(logging.DEBUG, "%s", delivery, event, outcome.value)
+        return outcome
+
+    async def _until_stopped(self, awaitable: Any) -> Any:
+        """Await ``awaitable`` unless stop comes first (then cancel it and return None)."""
+        task = asyncio.ensure_future(awaitable)
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            stop.cancel()
+        if task in done:
+            try:
+                result = task.result()
+            except StopAsyncIteration:
+                return None
+            return True if result is None else result
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+            await task
+        return None
+
+    async def _drain(self) -> None:
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=self.shutdown_grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+
+def _log(level: int, msg: str, delivery: Delivery, event: Event | None, *args: Any) -> None:
+    if not log.isEnabledFor(level):
+        return
+    log.log(
+        level,
+        msg,
+        *args,
+        extra={
+            "subscription": delivery.subscription,
+            "eventId": str(event.id) if event else delivery.message.id,
+            "eventType": event.event_type if event else delivery.message.event_type,
+            "correlationId": event.correlation_id if event else None,
+            "attempt": delivery.attempt,
+        },
+    )

@@ -1,0 +1,214 @@
+"""The relay: moves committed outbox rows to their topics, at least once, in order per entity.
+
+Rows are *claimed* before they are published (a short lease written on the row), so that
+several relays on one outbox publish each row once in the common case. A row is eligible
+while it is unpublished and unclaimed (or its claim ran out), and no earlier unpublished row
+of the same entity is claimed by another relay: per-entity order holds across relays. Rows
+are found by ``published_at IS NULL``, never by a high-water mark, so a row whose transaction
+committed after a later row's is still published.
+
+A published row is kept for ``retention`` (replay reads it), then deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, exists, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tidings.brokers.base import Broker, Message
+from tidings.errors import BrokerError
+from tidings.events.model import utc_now
+from tidings.outbox.table import outbox_table as t
+from tidings.outbox.writer import Outbox
+
+__all__ = ["Relay"]
+
+log = logging.getLogger("tidings.relay")
+
+
+class Relay:
+    """Publishes the outbox of one database to a broker.
+
+    ``run()`` loops until :meth:`stop`: it publishes whatever is pending, then waits for the
+    in-process :attr:`Outbox.committed` signal or ``poll_interval`` (for commits made by other
+    processes). While the broker fails it backs off (up to ``max_backoff``) and catches up
+    when it returns; nothing is marked published unless the broker confirmed it.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        broker: Broker,
+        *,
+        outbox: Outbox | None = None,
+        batch_size: int = 500,
+        poll_interval: float = 0.5,
+        claim_seconds: float = 30.0,
+        retention: timedelta = timedelta(days=7),
+        max_backoff: float = 5.0,
+        name: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.broker = broker
+        self.outbox = outbox
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.claim_seconds = claim_seconds
+        self.retention = retention
+        self.max_backoff = max_backoff
+        self.name = name or f"relay-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.published = 0
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the batch in hand."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        backoff = 0.0
+        last_cleanup = 0.0
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            if self.outbox is not None:
+                self.outbox.committed.clear()
+            try:
+                count = await self.run_once()
+                backoff = 0.0
+            except (BrokerError, OSError) as exc:
+                backoff = min(self.max_backoff, max(0.1, backoff * 2))
+                log.warning("relay: broker unavailable (%s); retrying in %.1fs", exc, backoff)
+                await self._sleep(backoff)
+                continue
+            if loop.time() - last_cleanup > 60:
+                last_cleanup = loop.time()
+                await self.delete_expired()
+            if count < self.batch_size:
+                await self._wait_for_work()
+
+    async def run_once(self) -> int:
+        """Claim and publish one batch; return how many rows were published."""
+        rows = await self._claim()
+        if not rows:
+            return 0
+        by_topic: dict[str, list[Any]] = {}
+        for row in rows:
+            by_topic.setdefault(row.topic, []).append(row)
+        published = 0
+        try:
+            for topic, topic_rows in by_topic.items():
+                await self.broker.publish(topic, [_message(r) for r in topic_rows])
+                await self._mark_published([r.seq for r in topic_rows])
+                published += len(topic_rows)
+        finally:
+            if published < len(rows):
+                await self._release()
+        self.published += published
+        return published
+
+    async def pending(self) -> int:
+        """How many rows wait to be published."""
+        async with self.engine.connect() as conn:
+            result = await conn.execute(
+                select(func.count()).select_from(t).where(t.c.published_at.is_(None))
+            )
+            return int(result.scalar_one())
+
+    async def delete_expired(self) -> int:
+        """Delete published rows older than ``retention``."""
+        cutoff = utc_now() - self.retention
+        async with self.engine.begin() as conn:
+            result = await conn.execute(delete(t).where(t.c.published_at < cutoff))
+            return int(result.rowcount)
+
+    async def _claim(self) -> Sequence[Any]:
+        now = utc_now()
+        earlier = t.alias("earlier")
+        blocked = exists().where(
+            earlier.c.topic == t.c.topic,
+            earlier.c.entity_id == t.c.entity_id,
+            earlier.c.seq < t.c.seq,
+            earlier.c.published_at.is_(None),
+            earlier.c.claimed_by != self.name,
+            earlier.c.claimed_until >= now,
+        )
+        eligible = (
+            select(t.c.seq)
+            .where(
+                t.c.published_at.is_(None),
+                or_(
+                    t.c.claimed_until.is_(None),
+                    t.c.claimed_until < now,
+                    t.c.claimed_by == self.name,
+                ),
+                ~blocked,
+            )
+            .order_by(t.c.seq)
+            .limit(self.batch_size)
+        )
+        claim = (
+            update(t)
+            .where(t.c.seq.in_(eligible.scalar_subquery()))
+            .values(claimed_by=self.name, claimed_until=now + timedelta(seconds=self.claim_seconds))
+            .returning(
+                t.c.seq,
+                t.c.event_id,
+                t.c.topic,
+                t.c.event_type,
+                t.c.entity_id,
+                t.c.body,
+                t.c.headers,
+            )
+        )
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(claim)).all()
+        return sorted(rows, key=lambda r: r.seq)
+
+    async def _mark_published(self, seqs: list[int]) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(t)
+                .where(t.c.seq.in_(seqs))
+                .values(published_at=utc_now(), claimed_by=None, claimed_until=None)
+            )
+
+    async def _release(self) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(t)
+                .where(and_(t.c.claimed_by == self.name, t.c.published_at.is_(None)))
+                .values(claimed_by=None, claimed_until=None)
+            )
+
+    async def _wait_for_work(self) -> None:
+        signal = self.outbox.committed if self.outbox else None
+        waiters = [asyncio.ensure_future(self._stopping.wait())]
+        if signal is not None:
+            waiters.append(asyncio.ensure_future(signal.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=self.poll_interval, return_when="FIRST_COMPLETED")
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+
+def _message(row: Any) -> Message:
+    return Message(
+        id=row.event_id,
+        event_type=row.event_type,
+        key=row.entity_id,
+        body=bytes(row.body),
+        headers=dict(row.headers or {}),
+    )

@@ -1,0 +1,80 @@
+"""Write events through the caller's session, so they commit or roll back with the change."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sqlalchemy import event as sa_event
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tidings.errors import EventTooLarge
+from tidings.events import Event
+from tidings.events.codecs import MAX_EVENT_BYTES, Codec, get_codec
+from tidings.events.model import utc_now
+from tidings.outbox.table import outbox_table
+
+__all__ = ["Outbox"]
+
+_PENDING_KEY = "tidings.outbox.pending"
+_LISTENING_KEY = "tidings.outbox.listening"
+
+
+class Outbox:
+    """The writing side of the outbox.
+
+    :meth:`add` inserts the encoded event in the session's open transaction. When that
+    transaction commits, :attr:`committed` is set so that a relay in the same process
+    publishes at once instead of at its next poll; if it rolls back, the event is gone with
+    the change, as it should be.
+    """
+
+    def __init__(
+        self, *, codec: str | Codec = "cloudevents", max_event_bytes: int = MAX_EVENT_BYTES
+    ) -> None:
+        self.codec = get_codec(codec) if isinstance(codec, str) else codec
+        self.max_event_bytes = max_event_bytes
+        self.committed = asyncio.Event()
+
+    async def add(self, session: AsyncSession, topic: str, event: Event) -> None:
+        """Stage ``event`` for ``topic`` in ``session``'s transaction. Raises
+        :class:`~tidings.errors.EventTooLarge` before writing anything when the encoded event
+        exceeds ``max_event_bytes``."""
+        body = self.codec.encode(event)
+        if len(body) > self.max_event_bytes:
+            raise EventTooLarge(len(body), self.max_event_bytes)
+        await session.execute(
+            insert(outbox_table).values(
+                event_id=str(event.id),
+                topic=topic,
+                event_type=event.event_type,
+                entity_id=event.entity_id,
+                entity_version=event.entity_version,
+                correlation_id=event.correlation_id,
+                body=body,
+                headers={
+                    "content-type": self.codec.content_type,
+                    "correlation-id": event.correlation_id,
+                },
+                created_at=utc_now(),
+            )
+        )
+        self._wake_after_commit(session)
+
+    def _wake_after_commit(self, session: AsyncSession) -> None:
+        info = session.sync_session.info
+        info[_PENDING_KEY] = True
+        if info.get(_LISTENING_KEY) is self:
+            return
+        info[_LISTENING_KEY] = self
+
+        def _after_commit(_session: Any) -> None:
+            if info.pop(_PENDING_KEY, False):
+                self.committed.set()
+
+        def _after_rollback(_session: Any) -> None:
+            info.pop(_PENDING_KEY, None)
+
+        sa_event.listen(session.sync_session, "after_commit", _after_commit)
+        sa_event.listen(session.sync_session, "after_rollback", _after_rollback)
