@@ -13,7 +13,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-__all__ = ["Event", "EventData", "User", "new_event_id", "utc_now"]
+__all__ = ["MAX_ENTITY_VERSION", "Event", "EventData", "User", "new_event_id", "utc_now"]
+
+MAX_ENTITY_VERSION = 2**63 - 1
+"""The largest entity version on the wire: a signed 64-bit integer, as databases hold it."""
 
 
 def new_event_id() -> uuid.UUID:
@@ -68,7 +71,7 @@ class Event(_Wire):
     date_time: datetime = Field(default_factory=utc_now)
     user: User | None = None
     entity_id: str = Field(min_length=1, max_length=200)
-    entity_version: int | None = Field(default=None, ge=0)
+    entity_version: int | None = Field(default=None, ge=0, le=MAX_ENTITY_VERSION)
     event_data: EventData = Field(default_factory=EventData)
 
     @field_validator("date_time")

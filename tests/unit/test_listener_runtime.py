@@ -1,0 +1,285 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from pydantic import BaseModel
+from sqlalchemy import func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tidings.brokers.base import Message
+from tidings.brokers.memory import MemoryBroker
+from tidings.errors import ConfigurationError
+from tidings.events import Event, EventData
+from tidings.events.catalog import EventCatalog
+from tidings.listener import DeadLetter, Listener, ListenerRuntime, Outcome, Retry
+from tidings.listener.inbox import inbox_table
+from tidings.testing import drain, event_message, publish_events
+from tidings.topology import Backoff, Subscription, Topology
+
+from .conftest import effects
+
+SUB = Subscription(
+    name="tenure-listener",
+    topics=("person",),
+    max_attempts=3,
+    backoff=Backoff(initial=0.01, maximum=0.05, jitter=0),
+    in_flight=4,
+)
+
+
+def person_event(entity: str = "p1", version: int = 1, **data: object) -> Event:
+    return Event(
+        event_type="PersonUpdatedEvent",
+        source_domain="Person",
+        source_system="PersonAPI",
+        entity_id=entity,
+        entity_version=version,
+        event_data=EventData(old_data={}, new_data=data or {"firstName": "Ann"}),
+    )
+
+
+@pytest.fixture
+async def broker() -> AsyncIterator[MemoryBroker]:
+    broker = MemoryBroker()
+    await broker.declare(Topology.build(["person"], [SUB]))
+    yield broker
+    await broker.close()
+
+
+async def record_effect(event: Event, session: AsyncSession) -> None:
+    await session.execute(insert(effects).values(event_id=str(event.id), entity_id=event.entity_id))
+
+
+def runtime_for(
+    listener: Listener,
+    broker: MemoryBroker,
+    sessions: async_sessionmaker[AsyncSession],
+    **kw: object,
+) -> ListenerRuntime:
+    return ListenerRuntime(listener, broker=broker, subscription=SUB, sessions=sessions, **kw)  # type: ignore[arg-type]
+
+
+async def effect_counts(sessions: async_sessionmaker[AsyncSession]) -> dict[str, int]:
+    async with sessions() as session:
+        rows = await session.execute(
+            select(effects.c.event_id, func.count()).group_by(effects.c.event_id)
+        )
+        return {event_id: n for event_id, n in rows.all()}
+
+
+async def test_each_event_is_applied_once_even_when_published_twice(
+    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    listener = Listener("tenure-listener")
+    listener.on("PersonUpdatedEvent")(record_effect)
+    events = [person_event(f"p{i}") for i in range(20)]
+    await publish_events(broker, "person", events)
+    await publish_events(broker, "person", events[:5])
+    stats = await drain(runtime_for(listener, broker, sessions))
+    assert stats[Outcome.APPLIED] == 20
+    assert stats[Outcome.DUPLICATE] == 5
+    assert await effect_counts(sessions) == {str(e.id): 1 for e in events}
+
+
+async def test_unhandled_types_are_acknowledged_and_counted_never_dead_lettered(
+    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    listener = Listener("tenure-listener")
+    listener.on("PersonUpdatedEvent")(record_effect)
+    other = person_event().model_copy(update={"event_type": "PersonCreatedEvent"})
+    await publish_events(broker, "person", [other, person_event()])
+    stats = await drain(runtime_for(listener, broker, sessions))
+    assert stats[Outcome.UNHANDLED] == 1 and stats[Outcome.APPLIED] == 1
+    assert (await broker.depth("tenure-listener")).dead == 0
+
+
+async def test_undecodable_message_is_dead_lettered_at_once_with_the_reason(
+    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    listener = Listener("tenure-listener")
+    listener.on("PersonUpdatedEvent")(record_effect)
+    garbage = Message(id="m1", event_type="PersonUpdatedEvent", key="p1", body=b"\xff{not json")
+    await broker.publish("person", [garbage])
+    stats = await drain(runtime_for(listener, broker, sessions))
+    assert stats[Outcome.DEAD_LETTERED] == 1
+    [dead] = await broker.dead_letters("tenure-listener")
+    assert dead.message.body == garbage.body
+    assert dead.attempts == 1
+    assert dead.reason.startswith("undecodable:")
+
+
+async def test_schema_violation_is_dead_lettered_at_once_and_others_flow(
+    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    class Changes(BaseModel):
+        firstName: str | None = None  # noqa: N815 - wire name
+
+    catalog = EventCatalog()
+    catalog.register("PersonUpdatedEvent", "v1", data=Changes)
+    listener = Listener("tenure-listener")
+    listener.on("PersonUpdatedEvent")(record_effect)
+    bad = person_event("p1", firstName=42)
+    good = person_event("p2", firstName="Bo")
+    await publish_events(broker, "person", [bad, good])
+    stats = await drain(runtime_for(listener, broker, sessions, catalog=catalog))
+    assert stats[Outcome.DEAD_LETTERED] == 1 and stats[Outcome.APPLIED] == 1
+    [dead] = await broker.dead_letters("tenure-listener")
+    assert dead.message.id == str(bad.id) and "firstName" in dead.reason
+    assert await effect_counts(sessions) == {str(good.id): 1}
+
+
+async def test_failing_handler_is_retried_then_dead_lettered_with_attempts(
+    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    calls: list[int] = []
+    listener = Listener("tenure-listener")
+
+    @listener.on("PersonUpdatedEvent")
+    async def always_fails(event: Event, session: AsyncSession) -> None:
+        await record_effect(event, session)
+        calls.append(1)
+        raise RuntimeError("tenure store is down")
+
+    event = person_event()
+    await publish_events(broker, "person", [event])
+    stats = await drain(runtime_for(listener, broker, sessions))
+    assert len(calls) == SUB.max_attempts
+    assert stats[Outcome.RETRIED] == SUB.max_attempts - 1
+    assert stats[Outcome.DEAD_LETTERED] == 1
+    [dead] = await broker.dead_letters("tenure-listener")
+    assert dead.attempts == SUB.max_attempts
+    assert "RuntimeError: tenure store is down" in dead.reason
+    assert await effect_counts(sessions) == {}, "failed attempts must leave no effect"
+
+
+async def test_a_failure_that_clears_up_applies_the_event_exactly_once(
+    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    failures = {"left": 2}
+    listener = Listener("tenure-listener")
+
+    @listener.on("PersonUpdatedEvent")
+    async def flaky(event: Event, session: AsyncSession) -> None:
+        await record_effect(event, session)
+        if failures["left"]:
+            failures["left"] -= 1
+            raise ConnectionError("blip")
+
+    event = person_event()
+    await publish_events(broker, "person", [event])
+    stats = await drain(runtime_for(listener, broker, sessions))
+    assert stats[Outcome.RETRIED] == 2 and stats[Outcome.APPLIED] == 1
+    assert await effect_counts(sessions) == {str(event.id): 1}
+    async with sessions() as session:
+        inbox_rows = (await session.execute(select(func.count()).select_from(inbox_table))).scalar()
+    assert inbox_rows == 1
+
+
+async def test_handler_outcomes_retry_after_and_dead_letter_are_honoured(
+    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    seen: list[str] = []
+    listener = Listener("tenure-listener")
+
+    @listener.on("PersonUpdatedEvent")
+    async def decide(event: Event, session: AsyncSession) -> None:
+        seen.append(event.entity_id)
+        if event.entity_id == "refuse":
+            raise DeadLetter("person is not ours")
+        if event.entity_id == "later" and seen.count("later") == 1:
+            raise Retry("not yet", after=0.05)
+
+    await publish_events(broker, "person", [person_event("refuse"), person_event("later")])
+    stats = await drain(runtime_for(listener, broker, sessions))
+    assert seen.count("refuse") == 1 and seen.count("later") == 2
+    assert stats[Outcome.DEAD_LETTERED] == 1 and stats[Outcome.APPLIED] == 1
+    [dead] = await broker.dead_letters("tenure-listener")
+    assert dead.reason == "person is not ours"
+
+
+async def test_paused_listener_takes_nothing_until_resumed(
+    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    listener = Listener("tenure-listener")
+    listener.on("PersonUpdatedEvent")(record_effect)
+    runtime = runtime_for(listener, broker, sessions)
+    runtime.pause()
+    task = asyncio.create_task(runtime.run())
+    await publish_events(broker, "person", [person_event(f"p{i}") for i in range(5)])
+    await asyncio.sleep(0.2)
+    assert runtime.stats[Outcome.APPLIED] == 0
+    assert (await broker.depth("tenure-listener")).ready == 5
+    runtime.resume()
+    async with asyncio.timeout(5):
+        while runtime.stats[Outcome.APPLIED] < 5:
+            await asyncio.sleep(0.01)
+    runtime.stop()
+    await task
+
+
+async def test_in_flight_limit_bounds_concurrent_handlers(
+    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    running = {"now": 0, "max": 0}
+    listener = Listener("tenure-listener")
+
+    @listener.on("PersonUpdatedEvent")
+    async def slow(event: Event, session: AsyncSession) -> None:
+        running["now"] += 1
+        running["max"] = max(running["max"], running["now"])
+        await asyncio.sleep(0.02)
+        running["now"] -= 1
+
+    await publish_events(broker, "person", [person_event(f"p{i}") for i in range(40)])
+    stats = await drain(runtime_for(listener, broker, sessions, inbox=False))
+    assert stats[Outcome.APPLIED] == 40
+    assert running["max"] == SUB.in_flight
+
+
+async def test_stop_lets_in_flight_work_finish_and_loses_nothing(
+    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    started = asyncio.Event()
+    listener = Listener("tenure-listener")
+
+    @listener.on("PersonUpdatedEvent")
+    async def slow(event: Event, session: AsyncSession) -> None:
+        started.set()
+        await asyncio.sleep(0.1)
+        await record_effect(event, session)
+
+    events = [person_event(f"p{i}") for i in range(10)]
+    await publish_events(broker, "person", events)
+    runtime = runtime_for(listener, broker, sessions)
+    task = asyncio.create_task(runtime.run())
+    await started.wait()
+    runtime.stop()
+    await asyncio.wait_for(task, 5)
+    applied_first = runtime.stats[Outcome.APPLIED]
+    assert 1 <= applied_first <= SUB.in_flight
+    rest = await drain(runtime_for(listener, broker, sessions))
+    assert applied_first + rest[Outcome.APPLIED] == 10
+    assert await effect_counts(sessions) == {str(e.id): 1 for e in events}
+
+
+async def test_entity_event_envelope_is_understood_too(
+    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    listener = Listener("tenure-listener")
+    listener.on("PersonUpdatedEvent")(record_effect)
+    event = person_event()
+    await broker.publish("person", [event_message(event, "entity-event")])
+    stats = await drain(runtime_for(listener, broker, sessions))
+    assert stats[Outcome.APPLIED] == 1
+    assert await effect_counts(sessions) == {str(event.id): 1}
+
+
+def test_runtime_refuses_a_listener_for_another_subscription(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    with pytest.raises(ConfigurationError, match="subscription"):
+        ListenerRuntime(
+            Listener("other"), broker=MemoryBroker(), subscription=SUB, sessions=sessions
+        )

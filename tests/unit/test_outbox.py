@@ -1,0 +1,218 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from tidings.brokers.base import Message
+from tidings.brokers.memory import MemoryBroker
+from tidings.errors import BrokerUnavailable, EventTooLarge
+from tidings.events import Event, EventData
+from tidings.events.codecs import decode
+from tidings.events.model import utc_now
+from tidings.outbox import Outbox, Relay, outbox_table
+from tidings.topology import Subscription, Topology
+
+from .conftest import effects
+
+TOPOLOGY = Topology.build(["person"], [Subscription(name="copy", topics=("person",))])
+
+
+def event(entity: str, version: int) -> Event:
+    return Event(
+        event_type="PersonUpdatedEvent",
+        source_domain="Person",
+        source_system="PersonAPI",
+        entity_id=entity,
+        entity_version=version,
+        event_data=EventData(new_data={"v": version}),
+    )
+
+
+@pytest.fixture
+async def broker() -> AsyncIterator[MemoryBroker]:
+    broker = MemoryBroker()
+    await broker.declare(TOPOLOGY)
+    yield broker
+    await broker.close()
+
+
+async def write(
+    sessions: async_sessionmaker[AsyncSession], outbox: Outbox, events: Sequence[Event]
+) -> None:
+    async with sessions() as session, session.begin():
+        for e in events:
+            await session.execute(insert(effects).values(event_id=str(e.id), entity_id="x"))
+            await outbox.add(session, "person", e)
+
+
+async def received(broker: MemoryBroker, count: int) -> list[Event]:
+    events: list[Event] = []
+    async with broker.consume("copy", prefetch=1000) as consumer:
+        async with asyncio.timeout(5):
+            while len(events) < count:
+                delivery = await consumer.__anext__()
+                events.append(decode(delivery.message.body))
+                await delivery.ack()
+    return events
+
+
+async def outbox_rows(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(outbox_table))).scalar())
+
+
+async def test_event_commits_and_rolls_back_with_the_entity_change(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    outbox = Outbox()
+    with pytest.raises(RuntimeError):
+        async with sessions() as session, session.begin():
+            await outbox.add(session, "person", event("p1", 1))
+            raise RuntimeError("the entity write failed")
+    assert await outbox_rows(engine) == 0
+    assert not outbox.committed.is_set()
+    await write(sessions, outbox, [event("p1", 1)])
+    assert await outbox_rows(engine) == 1
+    assert outbox.committed.is_set()
+
+
+async def test_relay_publishes_every_row_once_in_order_per_entity(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], broker: MemoryBroker
+) -> None:
+    outbox = Outbox()
+    events = [event(f"p{i % 7}", i // 7 + 1) for i in range(700)]
+    for i in range(0, len(events), 50):
+        await write(sessions, outbox, events[i : i + 50])
+    relay = Relay(engine, broker, outbox=outbox, batch_size=64)
+    while await relay.run_once():
+        pass
+    assert relay.published == 700 and await relay.pending() == 0
+    got = await received(broker, 700)
+    assert sorted(str(e.id) for e in got) == sorted(str(e.id) for e in events)
+    for entity in {e.entity_id for e in events}:
+        versions = [e.entity_version for e in got if e.entity_id == entity]
+        assert versions == sorted(versions)
+    assert (await broker.depth("copy")).ready == 0
+
+
+async def test_relay_is_woken_by_a_commit_not_by_its_poll(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], broker: MemoryBroker
+) -> None:
+    outbox = Outbox()
+    relay = Relay(engine, broker, outbox=outbox, poll_interval=60)
+    task = asyncio.create_task(relay.run())
+    await asyncio.sleep(0.1)
+    await write(sessions, outbox, [event("p1", 1)])
+    got = await received(broker, 1)  # within 5 s, far below the 60 s poll
+    relay.stop()
+    await task
+    assert got[0].entity_id == "p1"
+
+
+class FlakyBroker(MemoryBroker):
+    """Refuses the first ``failures`` publishes, as a broker that is down would."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def publish(self, topic: str, messages: Sequence[Message]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise BrokerUnavailable("connection refused")
+        await super().publish(topic, messages)
+
+
+async def test_relay_backs_off_while_the_broker_is_down_and_catches_up(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    broker = FlakyBroker(failures=3)
+    await broker.declare(TOPOLOGY)
+    outbox = Outbox()
+    await write(sessions, outbox, [event("p1", v) for v in range(1, 11)])
+    relay = Relay(engine, broker, outbox=outbox, poll_interval=0.05, max_backoff=0.2)
+    task = asyncio.create_task(relay.run())
+    got = await received(broker, 10)
+    relay.stop()
+    await task
+    assert broker.failures == 0
+    assert [e.entity_version for e in got] == list(range(1, 11))
+    assert await relay.pending() == 0
+    await broker.close()
+
+
+async def test_a_row_that_commits_behind_published_rows_is_still_published(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], broker: MemoryBroker
+) -> None:
+    outbox = Outbox()
+    await write(sessions, outbox, [event("p1", 1), event("p2", 1)])
+    relay = Relay(engine, broker, outbox=outbox)
+    assert await relay.run_once() == 2
+    late = event("p3", 1)
+    async with sessions() as session, session.begin():
+        await outbox.add(session, "person", late)
+        # As if this transaction had taken its sequence number before the others committed.
+        await session.execute(
+            update(outbox_table).where(outbox_table.c.event_id == str(late.id)).values(seq=0)
+        )
+    assert await relay.run_once() == 1
+    got = await received(broker, 3)
+    assert str(late.id) in {str(e.id) for e in got}
+
+
+async def test_two_relays_share_an_outbox_publishing_each_row_once(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], broker: MemoryBroker
+) -> None:
+    outbox = Outbox()
+    events = [event(f"p{i % 100}", i // 100 + 1) for i in range(500)]
+    for i in range(0, 500, 25):
+        await write(sessions, outbox, events[i : i + 25])
+    relays = [Relay(engine, broker, batch_size=20, name=f"r{i}") for i in range(2)]
+
+    async def run(relay: Relay) -> None:
+        while await relay.pending():
+            await relay.run_once()
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(run(r) for r in relays))
+    assert sum(r.published for r in relays) == 500
+    assert all(r.published > 0 for r in relays)
+    got = await received(broker, 500)
+    assert len({str(e.id) for e in got}) == 500
+    for entity in {e.entity_id for e in events}:
+        versions = [e.entity_version for e in got if e.entity_id == entity]
+        assert versions == sorted(versions)
+
+
+async def test_published_rows_are_kept_for_the_retention_then_deleted(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], broker: MemoryBroker
+) -> None:
+    outbox = Outbox()
+    await write(sessions, outbox, [event("p1", 1), event("p1", 2)])
+    relay = Relay(engine, broker, retention=timedelta(hours=1))
+    await relay.run_once()
+    assert await relay.delete_expired() == 0
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(outbox_table)
+            .where(outbox_table.c.entity_version == 1)
+            .values(published_at=utc_now() - timedelta(hours=2))
+        )
+    assert await relay.delete_expired() == 1
+    assert await outbox_rows(engine) == 1
+
+
+async def test_an_event_above_the_size_limit_is_refused_and_nothing_is_written(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    outbox = Outbox(max_event_bytes=1024)
+    big = event("p1", 1).model_copy(update={"event_data": EventData(new_data={"x": "y" * 2000})})
+    with pytest.raises(EventTooLarge):
+        async with sessions() as session, session.begin():
+            await outbox.add(session, "person", big)
+    assert await outbox_rows(engine) == 0
