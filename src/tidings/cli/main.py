@@ -1,0 +1,134 @@
+"""The ``tidings`` command. Every failure is one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from tidings import __version__
+from tidings.brokers import connect
+from tidings.errors import TidingsError
+from tidings.topology import Topology
+
+__all__ = ["app", "main"]
+
+T = TypeVar("T")
+DEFAULT_BROKER = "sqlite:///.tidings/broker.db"
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="tidings: events between APIs.")
+topology_app = typer.Typer(no_args_is_help=True, help="Topics and subscriptions.")
+app.add_typer(topology_app, name="topology")
+
+BrokerOption = Annotated[
+    str,
+    typer.Option(
+        "--broker", envvar="TIDINGS_BROKER", help="Broker URL (memory://, sqlite:///path)."
+    ),
+]
+FileArgument = Annotated[Path, typer.Argument(help="Topology TOML file.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"tidings: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coro)
+    except TidingsError as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"{exc.strerror or exc}") from None
+
+
+def _load(path: Path) -> Topology:
+    try:
+        return Topology.from_toml(path)
+    except TidingsError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _describe(topology: Topology) -> dict[str, Any]:
+    return {
+        "topics": [t.name for t in topology.topics],
+        "subscriptions": [s.model_dump(mode="json") for s in topology.subscriptions],
+    }
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+@topology_app.command("check")
+def topology_check(file: FileArgument, as_json: JsonOption = False) -> None:
+    """Validate a topology file without touching any broker."""
+    topology = _load(file)
+    if as_json:
+        typer.echo(json.dumps(_describe(topology)))
+        return
+    typer.echo(
+        f"{file}: {len(topology.topics)} topics, {len(topology.subscriptions)} subscriptions"
+    )
+
+
+@topology_app.command("apply")
+def topology_apply(
+    file: FileArgument,
+    broker: BrokerOption = DEFAULT_BROKER,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate only.")] = False,
+) -> None:
+    """Create the topics and subscriptions of FILE on the broker (idempotent)."""
+    topology = _load(file)
+    if dry_run:
+        typer.echo(
+            f"would apply {len(topology.topics)} topics and "
+            f"{len(topology.subscriptions)} subscriptions to {broker}"
+        )
+        return
+
+    async def apply() -> None:
+        b = await connect(broker)
+        try:
+            await b.declare(topology)
+        finally:
+            await b.close()
+
+    _run(apply())
+    typer.echo(
+        f"applied {len(topology.topics)} topics and {len(topology.subscriptions)} "
+        f"subscriptions to {broker}"
+    )
+
+
+@app.command()
+def depth(
+    subscription: str, broker: BrokerOption = DEFAULT_BROKER, as_json: JsonOption = False
+) -> None:
+    """How much waits in SUBSCRIPTION: ready, in flight, delayed, dead."""
+
+    async def read() -> Any:
+        b = await connect(broker)
+        try:
+            return await b.depth(subscription)
+        finally:
+            await b.close()
+
+    d = _run(read())
+    figures = {"ready": d.ready, "in_flight": d.in_flight, "delayed": d.delayed, "dead": d.dead}
+    if as_json:
+        typer.echo(json.dumps({"subscription": subscription, **figures}))
+    else:
+        typer.echo(f"{subscription}: " + " ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+def main() -> None:
+    app()
