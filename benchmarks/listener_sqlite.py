@@ -44,12 +44,12 @@ def make_events(n: int) -> list[Event]:
 async def main(n: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         subs = [
-            Subscription(name=name, topics=("person",), in_flight=64)
+            Subscription(name=name, topics=("person",), in_flight=128)
             for name in ("with-inbox", "without-inbox")
         ]
         broker = await connect(f"sqlite:///{tmp}/broker.db")
         await broker.declare(Topology.build(["person"], subs))
-        engine = create_engine(f"sqlite:///{Path(tmp)}/domain.db")
+        engine = create_engine(f"sqlite:///{Path(tmp)}/domain.db", pool_size=1, max_overflow=0)
         await create_tables(engine)
         sessions = session_factory(engine)
         outbox = Outbox()
@@ -73,18 +73,23 @@ async def main(n: int) -> None:
         async def noop(event: Event, session: AsyncSession) -> None:
             return None
 
-        for sub, inbox in ((subs[0], True), (subs[1], False)):
+        for sub, inbox, batch in ((subs[0], True, 64), (subs[1], False, 1)):
             listener = Listener(sub.name)
             listener.on("PersonUpdatedEvent")(noop)
             runtime = ListenerRuntime(
-                listener, broker=broker, subscription=sub, sessions=sessions, inbox=inbox
+                listener,
+                broker=broker,
+                subscription=sub,
+                sessions=sessions,
+                inbox=inbox,
+                batch_size=batch,
             )
             start = time.perf_counter()
             stats = await drain(runtime, timeout=600, settle=0.01)
             took = time.perf_counter() - start
             assert stats[Outcome.APPLIED] == n, stats
-            label = "with inbox" if inbox else "no inbox"
-            print(f"listener, no-op handler, {label:10}: {n / took:8.0f} events/s")
+            label = f"inbox, batch {batch}" if inbox else "no inbox"
+            print(f"listener, no-op handler, {label:15}: {n / took:8.0f} events/s")
         await broker.close()
         await engine.dispose()
 

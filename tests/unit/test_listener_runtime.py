@@ -40,6 +40,12 @@ def person_event(entity: str = "p1", version: int = 1, **data: object) -> Event:
     )
 
 
+@pytest.fixture(params=[1, 8], ids=["batch1", "batch8"])
+def batch_size(request: pytest.FixtureRequest) -> int:
+    """Every runtime test runs with a transaction per event and with batches."""
+    return int(request.param)
+
+
 @pytest.fixture
 async def broker() -> AsyncIterator[MemoryBroker]:
     broker = MemoryBroker()
@@ -56,9 +62,17 @@ def runtime_for(
     listener: Listener,
     broker: MemoryBroker,
     sessions: async_sessionmaker[AsyncSession],
+    batch_size: int = 1,
     **kw: object,
 ) -> ListenerRuntime:
-    return ListenerRuntime(listener, broker=broker, subscription=SUB, sessions=sessions, **kw)  # type: ignore[arg-type]
+    return ListenerRuntime(
+        listener,
+        broker=broker,
+        subscription=SUB,
+        sessions=sessions,
+        batch_size=batch_size,
+        **kw,  # type: ignore[arg-type]
+    )
 
 
 async def effect_counts(sessions: async_sessionmaker[AsyncSession]) -> dict[str, int]:
@@ -70,39 +84,39 @@ async def effect_counts(sessions: async_sessionmaker[AsyncSession]) -> dict[str,
 
 
 async def test_each_event_is_applied_once_even_when_published_twice(
-    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession]
+    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession], batch_size: int
 ) -> None:
     listener = Listener("tenure-listener")
     listener.on("PersonUpdatedEvent")(record_effect)
     events = [person_event(f"p{i}") for i in range(20)]
     await publish_events(broker, "person", events)
     await publish_events(broker, "person", events[:5])
-    stats = await drain(runtime_for(listener, broker, sessions))
+    stats = await drain(runtime_for(listener, broker, sessions, batch_size))
     assert stats[Outcome.APPLIED] == 20
     assert stats[Outcome.DUPLICATE] == 5
     assert await effect_counts(sessions) == {str(e.id): 1 for e in events}
 
 
 async def test_unhandled_types_are_acknowledged_and_counted_never_dead_lettered(
-    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession]
+    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession], batch_size: int
 ) -> None:
     listener = Listener("tenure-listener")
     listener.on("PersonUpdatedEvent")(record_effect)
     other = person_event().model_copy(update={"event_type": "PersonCreatedEvent"})
     await publish_events(broker, "person", [other, person_event()])
-    stats = await drain(runtime_for(listener, broker, sessions))
+    stats = await drain(runtime_for(listener, broker, sessions, batch_size))
     assert stats[Outcome.UNHANDLED] == 1 and stats[Outcome.APPLIED] == 1
     assert (await broker.depth("tenure-listener")).dead == 0
 
 
 async def test_undecodable_message_is_dead_lettered_at_once_with_the_reason(
-    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession]
+    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession], batch_size: int
 ) -> None:
     listener = Listener("tenure-listener")
     listener.on("PersonUpdatedEvent")(record_effect)
     garbage = Message(id="m1", event_type="PersonUpdatedEvent", key="p1", body=b"\xff{not json")
     await broker.publish("person", [garbage])
-    stats = await drain(runtime_for(listener, broker, sessions))
+    stats = await drain(runtime_for(listener, broker, sessions, batch_size))
     assert stats[Outcome.DEAD_LETTERED] == 1
     [dead] = await broker.dead_letters("tenure-listener")
     assert dead.message.body == garbage.body
@@ -111,7 +125,7 @@ async def test_undecodable_message_is_dead_lettered_at_once_with_the_reason(
 
 
 async def test_schema_violation_is_dead_lettered_at_once_and_others_flow(
-    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession]
+    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession], batch_size: int
 ) -> None:
     class Changes(BaseModel):
         firstName: str | None = None  # noqa: N815 - wire name
@@ -123,7 +137,7 @@ async def test_schema_violation_is_dead_lettered_at_once_and_others_flow(
     bad = person_event("p1", firstName=42)
     good = person_event("p2", firstName="Bo")
     await publish_events(broker, "person", [bad, good])
-    stats = await drain(runtime_for(listener, broker, sessions, catalog=catalog))
+    stats = await drain(runtime_for(listener, broker, sessions, batch_size, catalog=catalog))
     assert stats[Outcome.DEAD_LETTERED] == 1 and stats[Outcome.APPLIED] == 1
     [dead] = await broker.dead_letters("tenure-listener")
     assert dead.message.id == str(bad.id) and "firstName" in dead.reason
@@ -131,7 +145,7 @@ async def test_schema_violation_is_dead_lettered_at_once_and_others_flow(
 
 
 async def test_failing_handler_is_retried_then_dead_lettered_with_attempts(
-    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession]
+    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession], batch_size: int
 ) -> None:
     calls: list[int] = []
     listener = Listener("tenure-listener")
@@ -144,7 +158,7 @@ async def test_failing_handler_is_retried_then_dead_lettered_with_attempts(
 
     event = person_event()
     await publish_events(broker, "person", [event])
-    stats = await drain(runtime_for(listener, broker, sessions))
+    stats = await drain(runtime_for(listener, broker, sessions, batch_size))
     assert len(calls) == SUB.max_attempts
     assert stats[Outcome.RETRIED] == SUB.max_attempts - 1
     assert stats[Outcome.DEAD_LETTERED] == 1
@@ -155,7 +169,7 @@ async def test_failing_handler_is_retried_then_dead_lettered_with_attempts(
 
 
 async def test_a_failure_that_clears_up_applies_the_event_exactly_once(
-    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession]
+    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession], batch_size: int
 ) -> None:
     failures = {"left": 2}
     listener = Listener("tenure-listener")
@@ -169,7 +183,7 @@ async def test_a_failure_that_clears_up_applies_the_event_exactly_once(
 
     event = person_event()
     await publish_events(broker, "person", [event])
-    stats = await drain(runtime_for(listener, broker, sessions))
+    stats = await drain(runtime_for(listener, broker, sessions, batch_size))
     assert stats[Outcome.RETRIED] == 2 and stats[Outcome.APPLIED] == 1
     assert await effect_counts(sessions) == {str(event.id): 1}
     async with sessions() as session:
@@ -178,7 +192,7 @@ async def test_a_failure_that_clears_up_applies_the_event_exactly_once(
 
 
 async def test_handler_outcomes_retry_after_and_dead_letter_are_honoured(
-    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession]
+    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession], batch_size: int
 ) -> None:
     seen: list[str] = []
     listener = Listener("tenure-listener")
@@ -192,7 +206,7 @@ async def test_handler_outcomes_retry_after_and_dead_letter_are_honoured(
             raise Retry("not yet", after=0.05)
 
     await publish_events(broker, "person", [person_event("refuse"), person_event("later")])
-    stats = await drain(runtime_for(listener, broker, sessions))
+    stats = await drain(runtime_for(listener, broker, sessions, batch_size))
     assert seen.count("refuse") == 1 and seen.count("later") == 2
     assert stats[Outcome.DEAD_LETTERED] == 1 and stats[Outcome.APPLIED] == 1
     [dead] = await broker.dead_letters("tenure-listener")
@@ -200,11 +214,11 @@ async def test_handler_outcomes_retry_after_and_dead_letter_are_honoured(
 
 
 async def test_paused_listener_takes_nothing_until_resumed(
-    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession]
+    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession], batch_size: int
 ) -> None:
     listener = Listener("tenure-listener")
     listener.on("PersonUpdatedEvent")(record_effect)
-    runtime = runtime_for(listener, broker, sessions)
+    runtime = runtime_for(listener, broker, sessions, batch_size)
     runtime.pause()
     task = asyncio.create_task(runtime.run())
     await publish_events(broker, "person", [person_event(f"p{i}") for i in range(5)])
@@ -219,7 +233,7 @@ async def test_paused_listener_takes_nothing_until_resumed(
     await task
 
 
-async def test_in_flight_limit_bounds_concurrent_handlers(
+async def test_in_flight_limit_bounds_concurrent_handlers_and_is_reached(
     broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     running = {"now": 0, "max": 0}
@@ -239,7 +253,7 @@ async def test_in_flight_limit_bounds_concurrent_handlers(
 
 
 async def test_stop_lets_in_flight_work_finish_and_loses_nothing(
-    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession]
+    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession], batch_size: int
 ) -> None:
     started = asyncio.Event()
     listener = Listener("tenure-listener")
@@ -252,26 +266,26 @@ async def test_stop_lets_in_flight_work_finish_and_loses_nothing(
 
     events = [person_event(f"p{i}") for i in range(10)]
     await publish_events(broker, "person", events)
-    runtime = runtime_for(listener, broker, sessions)
+    runtime = runtime_for(listener, broker, sessions, batch_size)
     task = asyncio.create_task(runtime.run())
     await started.wait()
     runtime.stop()
     await asyncio.wait_for(task, 5)
     applied_first = runtime.stats[Outcome.APPLIED]
     assert 1 <= applied_first <= SUB.in_flight
-    rest = await drain(runtime_for(listener, broker, sessions))
+    rest = await drain(runtime_for(listener, broker, sessions, batch_size))
     assert applied_first + rest[Outcome.APPLIED] == 10
     assert await effect_counts(sessions) == {str(e.id): 1 for e in events}
 
 
 async def test_entity_event_envelope_is_understood_too(
-    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession]
+    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession], batch_size: int
 ) -> None:
     listener = Listener("tenure-listener")
     listener.on("PersonUpdatedEvent")(record_effect)
     event = person_event()
     await broker.publish("person", [event_message(event, "entity-event")])
-    stats = await drain(runtime_for(listener, broker, sessions))
+    stats = await drain(runtime_for(listener, broker, sessions, batch_size))
     assert stats[Outcome.APPLIED] == 1
     assert await effect_counts(sessions) == {str(event.id): 1}
 
@@ -283,3 +297,28 @@ def test_runtime_refuses_a_listener_for_another_subscription(
         ListenerRuntime(
             Listener("other"), broker=MemoryBroker(), subscription=SUB, sessions=sessions
         )
+
+
+async def test_one_failing_event_in_a_batch_does_not_hold_back_or_double_the_others(
+    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    listener = Listener("tenure-listener")
+
+    @listener.on("PersonUpdatedEvent")
+    async def fails_for_p5(event: Event, session: AsyncSession) -> None:
+        await record_effect(event, session)
+        if event.entity_id == "p5":
+            raise RuntimeError("bad data for p5")
+
+    events = [person_event(f"p{i}") for i in range(10)]
+    await publish_events(broker, "person", events + events[:3])
+    stats = await drain(runtime_for(listener, broker, sessions, batch_size=16))
+    assert stats[Outcome.APPLIED] == 9
+    assert stats[Outcome.DUPLICATE] == 3
+    assert stats[Outcome.DEAD_LETTERED] == 1
+    assert await effect_counts(sessions) == {str(e.id): 1 for e in events if e.entity_id != "p5"}
+
+
+def test_batch_size_below_one_is_refused(sessions: async_sessionmaker[AsyncSession]) -> None:
+    with pytest.raises(ConfigurationError, match="batch_size"):
+        runtime_for(Listener("tenure-listener"), MemoryBroker(), sessions, batch_size=0)

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tidings.db import metadata
 from tidings.events.model import utc_now
 
-__all__ = ["forget_before", "inbox_table", "record"]
+__all__ = ["forget_before", "inbox_table", "record", "record_many"]
 
 inbox_table = Table(
     "tidings_inbox",
@@ -38,6 +38,23 @@ async def record(session: AsyncSession, subscription: str, event_id: str) -> boo
         dialect.insert(inbox_table).values(values).on_conflict_do_nothing()
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def record_many(session: AsyncSession, subscription: str, event_ids: list[str]) -> set[str]:
+    """Add every (subscription, event_id) in one statement, in the session's transaction.
+    Returns the ids that were new; the others were already applied."""
+    if not event_ids:
+        return set()
+    now = utc_now()
+    rows = [{"subscription": subscription, "event_id": e, "processed_at": now} for e in event_ids]
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    result = await session.execute(
+        dialect.insert(inbox_table)
+        .values(rows)
+        .on_conflict_do_nothing()
+        .returning(inbox_table.c.event_id)
+    )
+    return set(result.scalars().all())
 
 
 async def forget_before(session: AsyncSession, cutoff: datetime) -> int:

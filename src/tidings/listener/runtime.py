@@ -23,6 +23,7 @@ import logging
 import random
 import signal
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -32,8 +33,8 @@ from tidings.errors import ConfigurationError, EventError
 from tidings.events import Event
 from tidings.events.catalog import EventCatalog
 from tidings.events.codecs import decode
-from tidings.listener.app import Listener
-from tidings.listener.inbox import record
+from tidings.listener.app import Handler, Listener
+from tidings.listener.inbox import record, record_many
 from tidings.listener.outcomes import DeadLetter, Outcome, Retry
 from tidings.listener.retry import backoff_delay
 from tidings.listener.throttle import Gate, RateLimiter
@@ -50,9 +51,17 @@ class ListenerRuntime:
     ``subscription`` supplies the policies (max attempts, backoff, in-flight and rate
     limits). ``inbox=False`` drops the inbox (for handlers that are idempotent by
     themselves). :meth:`pause`, :meth:`resume`, :attr:`rate` and :meth:`stop` act on a
-    running runtime. On :meth:`stop`, no new delivery is taken; those in flight get
+    running runtime. On :meth:`stop`, no new delivery is taken; those in hand get
     ``shutdown_grace`` seconds to finish, then are cancelled (their transactions roll back
     and the broker gives them back).
+
+    ``batch_size`` trades handler concurrency for fewer transactions. With 1 (the default),
+    each event has a transaction of its own and up to ``in_flight`` handlers run at once:
+    right for handlers that wait on I/O. With N > 1, up to N waiting events are applied one
+    after the other in one transaction, with one inbox statement, by
+    ``ceil(in_flight / N)`` workers: right for handlers that only write the database. If
+    any handler of a batch fails, the batch rolls back and each of its events is applied
+    again in a transaction of its own, so a failure is settled for its own event only.
     """
 
     def __init__(
@@ -64,6 +73,7 @@ class ListenerRuntime:
         sessions: async_sessionmaker[AsyncSession],
         catalog: EventCatalog | None = None,
         inbox: bool = True,
+        batch_size: int = 1,
         shutdown_grace: float = 30.0,
         rng: random.Random | None = None,
     ) -> None:
@@ -71,19 +81,23 @@ class ListenerRuntime:
             raise ConfigurationError(
                 f"listener is for {listener.subscription!r}, subscription is {subscription.name!r}"
             )
+        if batch_size < 1:
+            raise ConfigurationError("batch_size must be at least 1")
         self.listener = listener
         self.broker = broker
         self.subscription = subscription
         self.sessions = sessions
         self.catalog = catalog
         self.inbox = inbox
+        self.batch_size = batch_size
         self.shutdown_grace = shutdown_grace
         self.stats: Counter[Outcome] = Counter()
         self._rng = rng or random.Random()
         self._limiter = RateLimiter(subscription.rate)
         self._gate = Gate()
         self._stopping = asyncio.Event()
-        self._tasks: set[asyncio.Task[Outcome | None]] = set()
+        self._queue: asyncio.Queue[_Work] = asyncio.Queue()
+        self._held = 0
 
     @property
     def rate(self) -> float | None:
@@ -99,17 +113,18 @@ class ListenerRuntime:
 
     @property
     def in_flight(self) -> int:
-        return len(self._tasks)
+        """Deliveries taken from the broker and not yet settled."""
+        return self._held
 
     def pause(self) -> None:
-        """Take no new deliveries until :meth:`resume`; those in flight finish."""
+        """Take no new deliveries until :meth:`resume`; those in hand finish."""
         self._gate.close()
 
     def resume(self) -> None:
         self._gate.open()
 
     def stop(self) -> None:
-        """Ask :meth:`run` to finish in-flight work and return."""
+        """Ask :meth:`run` to finish the work in hand and return."""
         self._stopping.set()
 
     def install_signal_handlers(self) -> None:
@@ -121,6 +136,10 @@ class ListenerRuntime:
     async def run(self) -> None:
         """Consume until :meth:`stop`."""
         consumer = self.broker.consume(self.subscription.name, prefetch=self.subscription.in_flight)
+        workers = [
+            asyncio.create_task(self._work())
+            for _ in range(-(-self.subscription.in_flight // self.batch_size))
+        ]
         try:
             while not self._stopping.is_set():
                 if not await self._until_stopped(self._gate.wait()):
@@ -128,38 +147,63 @@ class ListenerRuntime:
                 delivery = await self._until_stopped(consumer.__anext__())
                 if delivery is None:
                     break
-                task = asyncio.create_task(self.process(delivery))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._held += 1
+                work = await self._prepare(delivery)
+                if work is not None:
+                    self._queue.put_nowait(work)
             await self._drain()
         finally:
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
             await consumer.close()
 
-    async def process(self, delivery: Delivery) -> Outcome | None:
-        """Settle one delivery and return how (None if it could not be settled now: the
-        broker will give it back)."""
+    async def _prepare(self, delivery: Delivery) -> _Work | None:
+        """Settle at once what needs no handler; return the rest as work."""
         message = delivery.message
         if self.listener.handler_for(message.event_type) is None:
-            return await self._settle(delivery, None, Outcome.UNHANDLED)
+            await self._settle(delivery, None, Outcome.UNHANDLED)
+            return None
         try:
             event = decode(message.body)
         except EventError as exc:
-            return await self._dead_letter(delivery, None, f"undecodable: {exc}")
+            await self._dead_letter(delivery, None, f"undecodable: {exc}")
+            return None
         handler = self.listener.handler_for(event.event_type)
         if handler is None:
-            return await self._settle(delivery, event, Outcome.UNHANDLED)
+            await self._settle(delivery, event, Outcome.UNHANDLED)
+            return None
         if self.catalog is not None:
             try:
                 self.catalog.validate(event)
             except EventError as exc:
-                return await self._dead_letter(delivery, event, f"rejected: {exc}")
-        await self._limiter.acquire()
+                await self._dead_letter(delivery, event, f"rejected: {exc}")
+                return None
+        return _Work(delivery, event, handler)
+
+    async def _work(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.batch_size and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                for _ in batch:
+                    await self._limiter.acquire()
+                if len(batch) == 1 or not await self._apply_batch(batch):
+                    for work in batch:
+                        await self._apply_one(work)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _apply_one(self, work: _Work) -> Outcome | None:
+        delivery, event = work.delivery, work.event
         try:
             async with self.sessions() as session, session.begin():
                 if self.inbox and not await record(session, self.subscription.name, str(event.id)):
                     outcome = Outcome.DUPLICATE
                 else:
-                    await handler(event, session)
+                    await work.handler(event, session)
                     outcome = Outcome.APPLIED
         except DeadLetter as exc:
             return await self._dead_letter(delivery, event, exc.reason)
@@ -170,6 +214,35 @@ class ListenerRuntime:
         except Exception as exc:  # noqa: BLE001 - any handler failure is retried
             return await self._retry(delivery, event, f"{type(exc).__name__}: {exc}", None)
         return await self._settle(delivery, event, outcome)
+
+    async def _apply_batch(self, batch: list[_Work]) -> bool:
+        """Apply ``batch`` in one transaction and settle it; False (nothing applied, nothing
+        settled) when any handler failed."""
+        ids = [str(w.event.id) for w in batch]
+        outcomes: list[Outcome] = []
+        try:
+            async with self.sessions() as session, session.begin():
+                new = (
+                    await record_many(session, self.subscription.name, ids)
+                    if self.inbox
+                    else set(ids)
+                )
+                for work, event_id in zip(batch, ids, strict=True):
+                    if event_id in new:
+                        new.discard(event_id)
+                        await work.handler(work.event, session)
+                        outcomes.append(Outcome.APPLIED)
+                    else:
+                        outcomes.append(Outcome.DUPLICATE)
+        except Exception:  # noqa: BLE001 - each event is applied again on its own
+            return False
+        await asyncio.gather(
+            *(
+                self._settle(w.delivery, w.event, outcome)
+                for w, outcome in zip(batch, outcomes, strict=True)
+            )
+        )
+        return True
 
     async def _retry(
         self, delivery: Delivery, event: Event, reason: str, after: float | None
@@ -201,6 +274,7 @@ class ListenerRuntime:
         delay: float = 0.0,
         reason: str = "",
     ) -> Outcome | None:
+        self._held -= 1
         try:
             if outcome is Outcome.RETRIED:
                 await delivery.retry(delay, reason)
@@ -239,13 +313,16 @@ class ListenerRuntime:
         return None
 
     async def _drain(self) -> None:
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=self.shutdown_grace)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
+        """Let the workers finish what is in hand, for up to ``shutdown_grace`` seconds."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), self.shutdown_grace)
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    delivery: Delivery
+    event: Event
+    handler: Handler
 
 
 def _log(level: int, msg: str, delivery: Delivery, event: Event | None, *args: Any) -> None:
