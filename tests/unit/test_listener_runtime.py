@@ -322,3 +322,24 @@ async def test_one_failing_event_in_a_batch_does_not_hold_back_or_double_the_oth
 def test_batch_size_below_one_is_refused(sessions: async_sessionmaker[AsyncSession]) -> None:
     with pytest.raises(ConfigurationError, match="batch_size"):
         runtime_for(Listener("tenure-listener"), MemoryBroker(), sessions, batch_size=0)
+
+
+async def test_rate_limit_paces_the_listener_without_letting_leases_run_out(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    throttled = SUB.model_copy(update={"rate": 20.0, "lease_seconds": 0.3, "in_flight": 16})
+    broker = MemoryBroker()
+    await broker.declare(Topology.build(["person"], [throttled]))
+    listener = Listener("tenure-listener")
+    listener.on("PersonUpdatedEvent")(record_effect)
+    events = [person_event(f"p{i}") for i in range(15)]
+    await publish_events(broker, "person", events)
+    runtime = ListenerRuntime(listener, broker=broker, subscription=throttled, sessions=sessions)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    stats = await drain(runtime)
+    # 15 events at 20/s with a burst of 2: at least 0.6 s, however fast the machine.
+    assert loop.time() - start >= 0.6
+    assert stats == {Outcome.APPLIED: 15}, "a lease ran out while an event waited for the limit"
+    assert await effect_counts(sessions) == {str(e.id): 1 for e in events}
+    await broker.close()

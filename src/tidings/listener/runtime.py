@@ -1,14 +1,14 @@
 """The listener runtime: consumes one subscription and settles every delivery.
 
-For each delivery, in order:
+A delivery is taken only when the rate limit allows one more (so that nothing waits for
+the limit while its lease runs). Then, in order:
 
 1. an event type without a handler is acknowledged and counted (``UNHANDLED``);
 2. bytes that decode to no event, and events the catalog rejects, are dead-lettered at once:
    no retry can fix them;
-3. the rate limit is honoured;
-4. in one transaction of the listener's database, the inbox row is inserted and the handler
+3. in one transaction of the listener's database, the inbox row is inserted and the handler
    runs; an event already in the inbox is acknowledged without effect (``DUPLICATE``);
-5. on commit the delivery is acknowledged; on failure it is retried with backoff and
+4. on commit the delivery is acknowledged; on failure it is retried with backoff and
    jitter, and after the subscription's ``max_attempts`` it is dead-lettered with the reason.
 
 A delivery is acknowledged only after its effect committed, so a crash at any point loses
@@ -144,6 +144,8 @@ class ListenerRuntime:
             while not self._stopping.is_set():
                 if not await self._until_stopped(self._gate.wait()):
                     break
+                if not await self._until_stopped(self._limiter.acquire()):
+                    break
                 delivery = await self._until_stopped(consumer.__anext__())
                 if delivery is None:
                     break
@@ -187,8 +189,6 @@ class ListenerRuntime:
             while len(batch) < self.batch_size and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                for _ in batch:
-                    await self._limiter.acquire()
                 if len(batch) == 1 or not await self._apply_batch(batch):
                     for work in batch:
                         await self._apply_one(work)
