@@ -62,8 +62,8 @@ class Subscription(_Frozen):
     included; after the last failed one the event goes to this subscription's dead letters.
     ``in_flight`` bounds unsettled deliveries held by one consumer; ``rate`` bounds events per
     second per consumer. ``lease_seconds`` is how long a delivery stays invisible to other
-    consumers before it is given to another (backends with leases only; consumers extend it
-    while they work).
+    consumers before it is given to another (backends with leases only): longer than the
+    slowest handler, or a slow event is delivered twice (the inbox keeps it to one effect).
     """
 
     name: str = Field(pattern=NAME_PATTERN)

@@ -16,9 +16,15 @@ Words used below:
   consumer, with ``attempt`` one higher) when its consumer closes, its connection drops, its
   process dies, or, on backends with leases, its lease runs out.
 * **attempt**: how many times this message has been delivered to this subscription, this
-  delivery included (1 on the first). When a delivery would reach the subscription's
-  ``max_attempts`` by coming back without being settled (a consumer that crashes on it
-  every time), the broker dead-letters it instead, with a reason saying so.
+  delivery included (1 on the first). When the delivery that was the ``max_attempts``-th
+  comes back unsettled (a consumer that crashes on it every time), the broker dead-letters
+  it with a reason saying so; :meth:`Delivery.retry` on that last attempt dead-letters too,
+  with the reason given.
+* **lease**: on backends with leases, a delivery is a deadline, not a lock held while the
+  consumer lives: ``lease_seconds`` after it was handed out it comes back, whatever its
+  consumer is doing, and a settle after that is a no-op. ``lease_seconds`` must therefore
+  exceed the longest time a consumer holds a delivery; the listener runtime takes a
+  delivery only when it can start on it.
 * **order**: when :attr:`Capabilities.per_key_order` is true, deliveries of messages with the
   same non-empty ``key`` in one subscription are handed out in publish order, and the next is
   not handed out while an earlier one is unsettled or waiting for its retry. Messages with
@@ -73,7 +79,8 @@ class Capabilities:
     per_key_order: bool
     """Same-key messages are delivered in publish order, one at a time per subscription."""
     leases: bool
-    """An unsettled delivery comes back after ``lease_seconds`` even if its consumer lives."""
+    """An unsettled delivery comes back after ``lease_seconds`` even if its consumer lives
+    (see *lease* in the module docstring)."""
     durable: bool
     """Published and unsettled messages survive closing and reopening the broker."""
     multi_process: bool
