@@ -23,7 +23,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples benchmarks
 	$(BIN)/ruff format --check src tests examples benchmarks
-	$(BIN)/mypy src
+	$(BIN)/mypy src services
 
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix src tests examples benchmarks

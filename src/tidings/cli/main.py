@@ -130,5 +130,37 @@ def depth(
         typer.echo(f"{subscription}: " + " ".join(f"{k}={v}" for k, v in figures.items()))
 
 
+@app.command()
+def up(
+    home: Annotated[Path, typer.Option(help="Data folder of the embedded default.")] = Path(
+        ".tidings"
+    ),
+    broker: Annotated[
+        str | None, typer.Option("--broker", help="Broker URL (default: SQLite in HOME).")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="Database for every domain.")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address the APIs listen on.")] = "127.0.0.1",
+    base_port: Annotated[int, typer.Option(help="Port of the first API.")] = 8001,
+    deployment: Annotated[str, typer.Option(help="Module of the deployment.")] = (
+        "reference_deployment"
+    ),
+) -> None:
+    """Run the reference deployment: its APIs and listeners, until Ctrl-C."""
+    from tidings.cli.up import run_up
+
+    _run(
+        run_up(
+            home=home,
+            broker=broker,
+            database_url=database_url,
+            host=host,
+            base_port=base_port,
+            deployment=deployment,
+        )
+    )
+
+
 def main() -> None:
     app()

@@ -26,12 +26,21 @@ class Listener:
         @listener.on("PersonUpdatedEvent")
         async def update_members(event: Event, session: AsyncSession) -> None: ...
 
-    Event types without a handler are acknowledged and counted, never retried.
+    Event types without a handler are acknowledged and counted, never retried, unless a
+    handler for every type was set with :meth:`on_any`.
     """
 
     def __init__(self, subscription: str) -> None:
         self.subscription = subscription
         self._handlers: dict[str, Handler] = {}
+        self._any: Handler | None = None
+
+    def on_any(self, handler: Handler) -> Handler:
+        """Decorator: ``handler`` applies events of every type without a handler of its own."""
+        if self._any is not None:
+            raise ConfigurationError(f"{self.subscription}: a handler for any type is set")
+        self._any = handler
+        return handler
 
     def on(self, *event_types: str) -> Callable[[Handler], Handler]:
         """Decorator: ``handler`` applies events of each of ``event_types``."""
@@ -51,7 +60,7 @@ class Listener:
         self._handlers[event_type] = handler
 
     def handler_for(self, event_type: str) -> Handler | None:
-        return self._handlers.get(event_type)
+        return self._handlers.get(event_type, self._any)
 
     @property
     def event_types(self) -> frozenset[str]:

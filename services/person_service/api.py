@@ -1,0 +1,114 @@
+"""The Person API: the source of truth for people. Publishes to the ``person`` topic through
+its outbox; a relay in the same process publishes each commit at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Body, Depends, FastAPI, Header, Request, Response
+
+from person_service.model import PersonCreate, PersonOut, PersonPatch
+from person_service.store import PersonStore
+from person_service.tables import metadata
+from tidings.brokers import connect
+from tidings.config import Settings
+from tidings.db import create_engine, create_tables, session_factory
+from tidings.outbox import Outbox, Relay
+from tidings.web import (
+    AuthSettings,
+    CorrelationId,
+    Problem,
+    Reader,
+    Writer,
+    check_if_match,
+    etag,
+    install,
+)
+
+PATH = "/api/v1/persons"
+
+
+def store(request: Request) -> PersonStore:
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+Store = Annotated[PersonStore, Depends(store)]
+
+
+def create_app(settings: Settings | None = None, auth: AuthSettings | None = None) -> FastAPI:
+    """The Person API, with its relay running beside it for as long as the app runs."""
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.domain_database_url("person"))
+        await create_tables(engine, metadata)
+        broker = await connect(settings.broker_url)
+        outbox = Outbox()
+        relay = Relay(engine, broker, outbox=outbox)
+        relay_task = asyncio.create_task(relay.run())
+        app.state.store = PersonStore(session_factory(engine), outbox)
+        try:
+            yield
+        finally:
+            relay.stop()
+            await relay_task
+            await broker.close()
+            await engine.dispose()
+
+    app = FastAPI(title="Person API", version="1.0.0", lifespan=lifespan)
+    install(app, auth=auth or AuthSettings.from_env(), name="person-api")
+
+    @app.post(PATH, status_code=201, response_model=PersonOut, response_model_by_alias=True)
+    async def create_person(
+        body: PersonCreate, response: Response, people: Store, who: Writer, cid: CorrelationId
+    ) -> PersonOut:
+        person_id = await people.create(body, user=who.user, correlation_id=cid)
+        person = await people.get(person_id)
+        assert person is not None
+        response.headers["Location"] = f"{PATH}/{person_id}"
+        response.headers["ETag"] = etag(person.version_number)
+        return person
+
+    @app.get(f"{PATH}/{{person_id}}", response_model=PersonOut, response_model_by_alias=True)
+    async def get_person(person_id: str, response: Response, people: Store, _: Reader) -> PersonOut:
+        person = await people.get(person_id)
+        if person is None:
+            raise Problem(404, "Person not found", f"no person with id {person_id}")
+        response.headers["ETag"] = etag(person.version_number)
+        return person
+
+    @app.patch(f"{PATH}/{{person_id}}", status_code=204, response_class=Response)
+    async def patch_person(
+        person_id: str,
+        body: Annotated[PersonPatch, Body()],
+        people: Store,
+        who: Writer,
+        cid: CorrelationId,
+        if_match: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        changes = body.model_dump(exclude_unset=True, by_alias=False)
+        for required in ("first_name", "surname", "person_types"):
+            if required in changes and changes[required] is None:
+                field = PersonPatch.model_fields[required].alias or required
+                raise Problem(
+                    400,
+                    "Invalid request",
+                    f"{field} cannot be null",
+                    errors=[{"field": field, "message": "cannot be null"}],
+                )
+
+        def guard(version: Any) -> None:
+            check_if_match(if_match, int(version))
+
+        version = await people.patch(
+            person_id, changes, if_match=guard, user=who.user, correlation_id=cid
+        )
+        if version is None:
+            raise Problem(404, "Person not found", f"no person with id {person_id}")
+        return Response(status_code=204, headers={"ETag": etag(version)})
+
+    return app

@@ -1,0 +1,45 @@
+"""Where a service finds its broker and database: the environment, with the embedded
+default under one folder.
+
+========================  ==================================================================
+``TIDINGS_HOME``          the data folder of the embedded default (``./.tidings``)
+``TIDINGS_BROKER``        broker URL (``sqlite:///<home>/broker.db``)
+``TIDINGS_DATABASE_URL``  one database for every domain (each domain then gets its own
+                          SQLite file next to it, or its own schema on PostgreSQL); unset:
+                          ``sqlite:///<home>/<domain>.db``
+========================  ==================================================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Settings"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The locations one process needs."""
+
+    home: Path
+    broker_url: str
+    database_url: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        home = Path(env.get("TIDINGS_HOME") or ".tidings")
+        broker = env.get("TIDINGS_BROKER") or f"sqlite:///{home}/broker.db"
+        return cls(home=home, broker_url=broker, database_url=env.get("TIDINGS_DATABASE_URL"))
+
+    def domain_database_url(self, domain: str) -> str:
+        """The database URL of ``domain``'s own records (and its outbox and inbox)."""
+        if self.database_url is None:
+            return f"sqlite:///{self.home}/{domain}.db"
+        if self.database_url.startswith("sqlite"):
+            base = self.database_url.rsplit("/", 1)[0]
+            return f"{base}/{domain}.db"
+        return self.database_url

@@ -1,0 +1,114 @@
+"""Run a listener or an API as a process: the composition root each service's ``main`` calls.
+
+Both stop cleanly on SIGTERM and SIGINT: a listener finishes the events in hand and exits 0;
+an API stops taking requests, finishes those in flight and stops its relay.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tidings.brokers import Broker, connect
+from tidings.config import Settings
+from tidings.db import create_engine, create_tables, session_factory
+from tidings.events.catalog import EventCatalog
+from tidings.listener import Listener, ListenerRuntime
+from tidings.topology import Subscription, Topology
+
+__all__ = ["domain_resources", "run_listener", "serve_api", "service_main"]
+
+log = logging.getLogger("tidings.runner")
+
+
+@asynccontextmanager
+async def domain_resources(
+    settings: Settings, domain: str, metadata: MetaData
+) -> AsyncIterator[tuple[AsyncEngine, Broker]]:
+    """The domain's database (tables created if missing) and a broker connection."""
+    engine = create_engine(settings.domain_database_url(domain))
+    try:
+        await create_tables(engine, metadata)
+        broker = await connect(settings.broker_url)
+        try:
+            yield engine, broker
+        finally:
+            await broker.close()
+    finally:
+        await engine.dispose()
+
+
+async def run_listener(
+    build: Callable[[], Awaitable[Listener]] | Callable[[], Listener],
+    subscription: Subscription,
+    *,
+    settings: Settings,
+    domain: str,
+    metadata: MetaData,
+    catalog: EventCatalog | None = None,
+    batch_size: int = 1,
+) -> None:
+    """Declare ``subscription`` (and its topics), then consume it until SIGTERM/SIGINT."""
+    async with domain_resources(settings, domain, metadata) as (engine, broker):
+        await broker.declare(Topology.build(subscription.topics, [subscription]))
+        built = build()
+        listener = built if isinstance(built, Listener) else await built
+        runtime = ListenerRuntime(
+            listener,
+            broker=broker,
+            subscription=subscription,
+            sessions=session_factory(engine),
+            catalog=catalog,
+            batch_size=batch_size,
+        )
+        runtime.install_signal_handlers()
+        log.info("listening", extra={"subscription": subscription.name})
+        await runtime.run()
+        log.info("stopped", extra={"subscription": subscription.name, **_stats(runtime)})
+
+
+def _stats(runtime: ListenerRuntime) -> dict[str, int]:
+    return {outcome.value: count for outcome, count in runtime.stats.items()}
+
+
+def serve_api(app: object, *, host: str, port: int) -> None:
+    """Serve an ASGI app with uvicorn until SIGTERM/SIGINT."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)  # type: ignore[arg-type]
+
+
+def service_main(
+    prog: str,
+    *,
+    api: Callable[[Settings], object] | None = None,
+    listener: Callable[[Settings], Coroutine[Any, Any, None]] | None = None,
+    port: int = 8000,
+    argv: list[str] | None = None,
+) -> None:
+    """The command line of one service: ``python -m <prog> api [--host H] [--port P]`` or
+    ``python -m <prog> listener``, configured from the environment (see
+    :mod:`tidings.config`) and logging JSON lines."""
+    import argparse
+    import asyncio
+    import os
+
+    from tidings.logs import configure_logging
+
+    roles = [name for name, part in (("api", api), ("listener", listener)) if part]
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("role", choices=roles)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=port)
+    args = parser.parse_args(argv)
+    configure_logging(os.environ.get("TIDINGS_LOG_LEVEL", "INFO"))
+    settings = Settings.from_env()
+    if args.role == "api" and api is not None:
+        serve_api(api(settings), host=args.host, port=args.port)
+    elif listener is not None:
+        asyncio.run(listener(settings))
