@@ -1,0 +1,77 @@
+"""One call that makes a FastAPI app a tidings domain API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.responses import JSONResponse
+
+from tidings.errors import ConfigurationError
+from tidings.web.correlation import CorrelationIdMiddleware, current_correlation_id
+from tidings.web.handlers import install_exception_handlers
+from tidings.web.settings import AuthSettings
+
+__all__ = ["HealthCheck", "install"]
+
+logger = logging.getLogger("tidings.web")
+
+HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
+"""Returns extra facts for ``/health``; raising (or timing out) makes the service unavailable."""
+
+
+def install(
+    app: FastAPI,
+    *,
+    auth: AuthSettings,
+    name: str,
+    health: HealthCheck | None = None,
+    health_timeout: float = 5.0,
+) -> None:
+    """Give ``app`` what every tidings API shares; call once, before the app starts.
+
+    - ``app.state.tidings_auth`` = ``auth``, read by the auth dependencies;
+      ``app.state.tidings_service`` = ``name``;
+    - :class:`~tidings.web.correlation.CorrelationIdMiddleware` and the problem handlers;
+    - ``GET /health`` without auth: 200 ``{"status": "ok", "service": name, **extra}`` where
+      ``extra`` is what ``health`` returns (its ``status`` and ``service`` keys are ignored),
+      or 503 ``{"status": "unavailable", "service": name}`` (plain JSON, so probes read one
+      format) when ``health`` raises or takes longer than ``health_timeout`` seconds.
+
+    Raises :class:`~tidings.errors.ConfigurationError` when called twice on one app.
+    """
+    if getattr(app.state, "tidings_auth", None) is not None:
+        raise ConfigurationError(f"tidings.web is already installed on {name!r}")
+    app.state.tidings_auth = auth
+    app.state.tidings_service = name
+    install_exception_handlers(app)
+    app.add_middleware(CorrelationIdMiddleware)
+
+    async def health_endpoint() -> JSONResponse:
+        extra: dict[str, Any] = {}
+        if health is not None:
+            try:
+                extra = await asyncio.wait_for(health(), health_timeout)
+                if not isinstance(extra, dict):
+                    raise TypeError(f"the health check returned {type(extra).__name__}")
+            except Exception:
+                logger.exception(
+                    "health check failed",
+                    extra={"correlationId": current_correlation_id(), "service": name},
+                )
+                return JSONResponse({"status": "unavailable", "service": name}, status_code=503)
+        body = {"status": "ok", "service": name}
+        body.update({k: v for k, v in extra.items() if k not in body})
+        return JSONResponse(body)
+
+    app.add_api_route(
+        "/health",
+        health_endpoint,
+        methods=["GET"],
+        response_class=JSONResponse,
+        summary="Liveness and readiness, without authentication",
+        tags=["health"],
+    )
