@@ -1,0 +1,187 @@
+"""The reference deployment as a user runs it: ``tidings up`` in a temporary folder on free
+ports, driven over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+T = TypeVar("T")
+
+
+def free_base_port(count: int = 3) -> int:
+    """A port P such that P..P+count-1 are free on 127.0.0.1 now."""
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + count > 65535:
+            continue
+        try:
+            held = []
+            for port in range(base, base + count):
+                s = socket.socket()
+                s.bind(("127.0.0.1", port))
+                held.append(s)
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+        return base
+    raise RuntimeError("no free ports")
+
+
+@dataclass
+class Deployment:
+    home: Path
+    process: subprocess.Popen[str]
+    person: str
+    tenure: str
+    activity: str
+    token: str
+    output: list[str]
+
+    def headers(self, token: str | None = None, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token or self.token}", **extra}
+
+
+def start(home: Path, *extra: str) -> Deployment:
+    base = free_base_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TIDINGS_LOG_LEVEL": "WARNING"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tidings.cli",
+            "up",
+            "--home",
+            str(home),
+            "--base-port",
+            str(base),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    assert process.stdout is not None
+    output: list[str] = []
+    deadline = time.monotonic() + 60
+    for line in process.stdout:
+        output.append(line)
+        if "tidings is up" in line:
+            break
+        if time.monotonic() > deadline:
+            break
+    else:
+        pytest.fail("tidings up exited early:\n" + "".join(output))
+    if not any("tidings is up" in line for line in output):
+        process.kill()
+        pytest.fail("tidings up did not come up:\n" + "".join(output))
+    token = (home / "dev-token").read_text().strip()
+    return Deployment(
+        home=home,
+        process=process,
+        person=f"http://127.0.0.1:{base}",
+        tenure=f"http://127.0.0.1:{base + 1}",
+        activity=f"http://127.0.0.1:{base + 2}",
+        token=token,
+        output=output,
+    )
+
+
+def stop(deployment: Deployment, timeout: float = 30) -> int:
+    deployment.process.send_signal(signal.SIGINT)
+    try:
+        assert deployment.process.stdout is not None
+        rest, _ = deployment.process.communicate(timeout=timeout)
+        deployment.output.append(rest)
+    except subprocess.TimeoutExpired:
+        deployment.process.kill()
+        deployment.process.wait()
+        raise
+    return deployment.process.returncode
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    running = start(tmp_path_factory.mktemp("up") / ".tidings")
+    try:
+        yield running
+    finally:
+        if running.process.poll() is None:
+            stop(running)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        yield client
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]], check: Callable[[T], bool], timeout: float = 15.0
+) -> T:
+    """Poll ``probe`` until ``check`` holds on its result; fail with the last result."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await probe()
+        if check(value):
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"condition not met within {timeout}s; last value: {value!r}")
+        await asyncio.sleep(0.05)
+
+
+def person_body(**overrides: Any) -> dict[str, Any]:
+    return {
+        "title": "Ms",
+        "firstName": "Ann",
+        "surname": "Smyth",
+        "dateOfBirth": "1980-02-01",
+        "placeOfBirth": "Hackney",
+        "personTypes": ["Tenant"],
+        **overrides,
+    }
+
+
+def tenure_body(*members: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    return {
+        "paymentReference": "PR-1",
+        "startOfTenureDate": "2020-01-01",
+        "tenureType": {"code": "SEC", "description": "Secure"},
+        "tenuredAsset": {
+            "id": "asset-1",
+            "type": "Dwelling",
+            "fullAddress": "1 High St",
+            "uprn": "100",
+            "propertyReference": "P1",
+        },
+        "householdMembers": list(members),
+        **overrides,
+    }
+
+
+def member(person_id: str, full_name: str, dob: str = "1980-02-01", **kw: Any) -> dict[str, Any]:
+    return {
+        "id": person_id,
+        "fullName": full_name,
+        "dateOfBirth": dob,
+        "isResponsible": True,
+        "personTenureType": "Tenant",
+        **kw,
+    }

@@ -1,0 +1,298 @@
+"""The reference deployment end to end: real processes, real HTTP, the embedded default."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+
+from tidings.web import mint_token
+
+from .conftest import Deployment, eventually, member, person_body, start, stop, tenure_body
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+async def create_person(http: httpx.AsyncClient, d: Deployment, **fields: Any) -> str:
+    r = await http.post(
+        f"{d.person}/api/v1/persons", json=person_body(**fields), headers=d.headers()
+    )
+    assert r.status_code == 201, r.text
+    assert r.headers["Location"] == f"/api/v1/persons/{r.json()['id']}"
+    assert r.headers["ETag"] == '"1"'
+    return str(r.json()["id"])
+
+
+async def create_tenure(
+    http: httpx.AsyncClient, d: Deployment, *members: dict[str, Any], **fields: Any
+) -> str:
+    r = await http.post(
+        f"{d.tenure}/api/v1/tenures", json=tenure_body(*members, **fields), headers=d.headers()
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+async def get(http: httpx.AsyncClient, d: Deployment, url: str) -> dict[str, Any]:
+    r = await http.get(url, headers=d.headers())
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def members_of(tenure: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {m["id"]: m for m in tenure["householdMembers"]}
+
+
+async def test_rename_and_birth_date_reach_every_tenure_of_the_person(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    d = deployment
+    pid = await create_person(http, d)
+    t1 = await create_tenure(http, d, member(pid, "Ms Ann Smyth"))
+    t2 = await create_tenure(http, d, member(pid, "Ms Ann Smyth", isResponsible=False))
+    r = await http.patch(
+        f"{d.person}/api/v1/persons/{pid}",
+        headers=d.headers(**{"If-Match": '"1"'}),
+        json={"surname": "Smith", "dateOfBirth": "1981-03-04"},
+    )
+    assert r.status_code == 204 and r.headers["ETag"] == '"2"'
+    for tid in (t1, t2):
+        await eventually(
+            lambda tid=tid: get(http, d, f"{d.tenure}/api/v1/tenures/{tid}"),
+            lambda t: (
+                members_of(t)[pid]["fullName"] == "Ms Ann Smith"
+                and members_of(t)[pid]["dateOfBirth"] == "1981-03-04"
+            ),
+        )
+
+
+async def test_member_added_with_a_wrong_name_is_corrected_and_person_lists_the_tenure(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    d = deployment
+    pid = await create_person(http, d, firstName="Bob", surname="Jones", title="Mr")
+    tid = await create_tenure(http, d)
+    r = await http.patch(
+        f"{d.tenure}/api/v1/tenures/{tid}/person/{pid}",
+        headers=d.headers(),
+        json={
+            "fullName": "Robert Jonez",
+            "dateOfBirth": "1999-09-09",
+            "isResponsible": False,
+            "personTenureType": "HouseholdMember",
+        },
+    )
+    assert r.status_code == 204 and r.headers["ETag"] == '"2"'
+    await eventually(
+        lambda: get(http, d, f"{d.tenure}/api/v1/tenures/{tid}"),
+        lambda t: (
+            members_of(t)[pid]["fullName"] == "Mr Bob Jones"
+            and members_of(t)[pid]["dateOfBirth"] == "1980-02-01"
+        ),
+    )
+    person = await eventually(
+        lambda: get(http, d, f"{d.person}/api/v1/persons/{pid}"),
+        lambda p: [t["id"] for t in p["tenures"]] == [tid],
+    )
+    [summary] = person["tenures"]
+    assert summary == {
+        "id": tid,
+        "type": "Secure",
+        "startDate": "2020-01-01",
+        "endDate": None,
+        "assetFullAddress": "1 High St",
+        "assetId": "asset-1",
+        "uprn": "100",
+        "paymentReference": "PR-1",
+        "propertyReference": "P1",
+        "isActive": True,
+    }
+
+
+async def test_member_removed_leaves_the_persons_tenures(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    d = deployment
+    pid = await create_person(http, d)
+    tid = await create_tenure(http, d, member(pid, "Ms Ann Smyth"))
+    await eventually(
+        lambda: get(http, d, f"{d.person}/api/v1/persons/{pid}"), lambda p: len(p["tenures"]) == 1
+    )
+    r = await http.delete(f"{d.tenure}/api/v1/tenures/{tid}/person/{pid}", headers=d.headers())
+    assert r.status_code == 204 and r.headers["ETag"] == '"2"'
+    await eventually(
+        lambda: get(http, d, f"{d.person}/api/v1/persons/{pid}"), lambda p: p["tenures"] == []
+    )
+    r = await http.delete(f"{d.tenure}/api/v1/tenures/{tid}/person/{pid}", headers=d.headers())
+    assert r.status_code == 404
+    assert r.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_ended_tenure_keeps_the_named_tenants_name_but_not_other_members(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    d = deployment
+    tenant = await create_person(http, d, firstName="Tia")
+    other = await create_person(http, d, firstName="Oli")
+    tid = await create_tenure(
+        http, d, member(tenant, "Ms Tia Smyth"), member(other, "Ms Oli Smyth", isResponsible=False)
+    )
+    r = await http.patch(
+        f"{d.tenure}/api/v1/tenures/{tid}",
+        headers=d.headers(),
+        json={"endOfTenureDate": "2021-06-30"},
+    )
+    assert r.status_code == 204
+    await eventually(
+        lambda: get(http, d, f"{d.person}/api/v1/persons/{tenant}"),
+        lambda p: (
+            p["tenures"]
+            and p["tenures"][0]["endDate"] == "2021-06-30"
+            and p["tenures"][0]["isActive"] is False
+        ),
+    )
+    for pid in (tenant, other):
+        r = await http.patch(
+            f"{d.person}/api/v1/persons/{pid}", headers=d.headers(), json={"surname": "Married"}
+        )
+        assert r.status_code == 204
+    tenure = await eventually(
+        lambda: get(http, d, f"{d.tenure}/api/v1/tenures/{tid}"),
+        lambda t: members_of(t)[other]["fullName"] == "Ms Oli Married",
+    )
+    assert members_of(tenure)[tenant]["fullName"] == "Ms Tia Smyth"
+
+
+async def test_no_op_patch_publishes_nothing_and_history_records_each_change_once(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    d = deployment
+    pid = await create_person(http, d)
+    r = await http.patch(
+        f"{d.person}/api/v1/persons/{pid}",
+        headers=d.headers(),
+        json={"firstName": "Ann", "surname": "Smyth"},
+    )
+    assert r.status_code == 204 and r.headers["ETag"] == '"1"'
+    cid = f"e2e-{uuid.uuid4()}"
+    r = await http.patch(
+        f"{d.person}/api/v1/persons/{pid}",
+        headers=d.headers(**{"x-correlation-id": cid}),
+        json={"firstName": "Di"},
+    )
+    assert r.status_code == 204 and r.headers["x-correlation-id"] == cid
+    history = await eventually(
+        lambda: get(http, d, f"{d.activity}/api/v1/activityhistory?targetId={pid}"),
+        lambda h: len(h["results"]) >= 2,
+    )
+    kinds = [(a["type"], a["eventType"]) for a in history["results"]]
+    assert kinds == [("update", "PersonUpdatedEvent"), ("create", "PersonCreatedEvent")]
+    update = history["results"][0]
+    assert update["correlationId"] == cid
+    assert update["oldData"] == {"firstName": "Ann", "fullName": "Ms Ann Smyth"}
+    assert update["newData"] == {"firstName": "Di", "fullName": "Ms Di Smyth"}
+    assert update["authorDetails"] == {"fullName": "Developer", "email": "developer@localhost"}
+
+
+async def test_activity_history_pages_with_a_cursor(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    d = deployment
+    pid = await create_person(http, d)
+    for i in range(4):
+        r = await http.patch(
+            f"{d.person}/api/v1/persons/{pid}", headers=d.headers(), json={"middleName": f"M{i}"}
+        )
+        assert r.status_code == 204
+    url = f"{d.activity}/api/v1/activityhistory?targetId={pid}&pageSize=2"
+    await eventually(
+        lambda: get(http, d, url.replace("pageSize=2", "pageSize=10")),
+        lambda h: len(h["results"]) == 5,
+    )
+    seen: list[str] = []
+    token: str | None = None
+    while True:
+        page = await get(http, d, url + (f"&paginationToken={token}" if token else ""))
+        seen += [a["id"] for a in page["results"]]
+        token = page["paginationDetails"]["nextToken"]
+        if token is None:
+            break
+    assert len(seen) == 5 == len(set(seen))
+    r = await http.get(url + "&paginationToken=garbage!", headers=d.headers())
+    assert r.status_code == 400
+    assert r.json()["errors"][0]["field"] == "paginationToken"
+
+
+async def test_stale_if_match_is_refused_with_412(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    d = deployment
+    pid = await create_person(http, d)
+    r = await http.patch(
+        f"{d.person}/api/v1/persons/{pid}", headers=d.headers(), json={"firstName": "Eve"}
+    )
+    assert r.headers["ETag"] == '"2"'
+    r = await http.patch(
+        f"{d.person}/api/v1/persons/{pid}",
+        headers=d.headers(**{"If-Match": '"1"'}),
+        json={"firstName": "Zoe"},
+    )
+    assert r.status_code == 412
+    person = await get(http, d, f"{d.person}/api/v1/persons/{pid}")
+    assert person["firstName"] == "Eve" and person["versionNumber"] == 2
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/v1/persons", {"surname": "X"}, "firstName"),
+        ("/api/v1/persons", person_body(dateOfBirth="2999-01-01"), "dateOfBirth"),
+        ("/api/v1/persons", person_body(title="Lord"), "title"),
+        ("/api/v1/tenures", tenure_body(tenuredAsset={"fullAddress": "x"}), "tenuredAsset.id"),
+        ("/api/v1/tenures", tenure_body(startOfTenureDate="2020-13-01"), "startOfTenureDate"),
+    ],
+)
+async def test_bad_input_is_a_problem_naming_the_field(
+    deployment: Deployment, http: httpx.AsyncClient, path: str, body: dict[str, Any], field: str
+) -> None:
+    d = deployment
+    base = d.person if "persons" in path else d.tenure
+    r = await http.post(base + path, json=body, headers=d.headers())
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert field in [e["field"] for e in r.json()["errors"]]
+
+
+async def test_missing_forged_and_unprivileged_tokens_are_refused(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    d = deployment
+    url = f"{d.person}/api/v1/persons"
+    assert (await http.post(url, json=person_body())).status_code == 401
+    forged = jwt.encode(
+        {"sub": "x", "exp": int(time.time()) + 60, "groups": ["tidings-writers"]},
+        "not-the-secret-" * 4,
+        algorithm="HS256",
+    )
+    assert (await http.post(url, json=person_body(), headers=d.headers(forged))).status_code == 401
+    secret = (d.home / "jwt-secret").read_text().strip()
+    reader = mint_token(secret, subject="reader", groups=["readers"])
+    assert (await http.post(url, json=person_body(), headers=d.headers(reader))).status_code == 403
+    pid = await create_person(http, d)
+    r = await http.get(f"{url}/{pid}", headers=d.headers(reader))
+    assert r.status_code == 200
+    for service in (d.person, d.tenure, d.activity):
+        assert (await http.get(f"{service}/health")).json()["status"] == "ok"
+
+
+def test_ctrl_c_stops_every_process_cleanly(tmp_path: Path) -> None:
+    running = start(tmp_path / ".tidings")
+    assert (tmp_path / ".tidings" / "dev-token").exists()
+    assert stop(running) == 0
+    assert "stopped" in "".join(running.output)
