@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -296,3 +299,104 @@ def test_ctrl_c_stops_every_process_cleanly(tmp_path: Path) -> None:
     assert (tmp_path / ".tidings" / "dev-token").exists()
     assert stop(running) == 0
     assert "stopped" in "".join(running.output)
+
+
+async def test_council_event_without_version_is_applied_by_re_reading_the_source(
+    deployment: Deployment, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    d = deployment
+    pid = await create_person(http, d)
+    tid = await create_tenure(http, d, member(pid, "Ms Ann Smyth"))
+    council = {
+        "id": str(uuid.uuid4()),
+        "eventType": "PersonUpdatedEvent",
+        "sourceDomain": "Person",
+        "sourceSystem": "PersonAPI",
+        "version": "v1",
+        "correlationId": str(uuid.uuid4()),
+        "dateTime": "2021-07-08T10:00:00.1234567Z",
+        "user": {"name": "Council Publisher", "email": "publisher@example.org"},
+        "entityId": pid,
+        "eventData": {
+            "oldData": {"fullName": "Ms Ann Smyth"},
+            "newData": {"fullName": "Not What The Person API Says"},
+        },
+    }
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps(council))
+    broker = f"sqlite:///{d.home}/broker.db"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tidings.cli",
+            "publish",
+            "--topic",
+            "person",
+            "--file",
+            str(path),
+            "--broker",
+            broker,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    history = await eventually(
+        lambda: get(http, d, f"{d.activity}/api/v1/activityhistory?targetId={pid}"),
+        lambda h: any(a["sourceEventId"] == council["id"] for a in h["results"]),
+    )
+    assert history["results"][0]["authorDetails"]["fullName"] == "Council Publisher"
+
+    def depth() -> dict[str, int]:
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tidings.cli",
+                "depth",
+                "tenure-listener",
+                "--broker",
+                broker,
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        figures: dict[str, int] = json.loads(out)
+        return figures
+
+    async def settled() -> dict[str, int]:
+        return depth()
+
+    figures = await eventually(settled, lambda f: f["ready"] + f["in_flight"] + f["delayed"] == 0)
+    assert figures["dead"] == 0
+    tenure = await get(http, d, f"{d.tenure}/api/v1/tenures/{tid}")
+    assert members_of(tenure)[pid]["fullName"] == "Ms Ann Smyth"
+
+
+def test_publish_refuses_a_file_that_is_no_event(tmp_path: Path) -> None:
+    path = tmp_path / "event.json"
+    path.write_text('{"hello": "world"}')
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tidings.cli",
+            "publish",
+            "--topic",
+            "person",
+            "--file",
+            str(path),
+            "--broker",
+            f"sqlite:///{tmp_path}/broker.db",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "event.json" in result.stderr

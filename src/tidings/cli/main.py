@@ -11,8 +11,9 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from tidings import __version__
-from tidings.brokers import connect
+from tidings.brokers import Message, connect
 from tidings.errors import TidingsError
+from tidings.events import decode
 from tidings.topology import Topology
 
 __all__ = ["app", "main"]
@@ -128,6 +129,40 @@ def depth(
         typer.echo(json.dumps({"subscription": subscription, **figures}))
     else:
         typer.echo(f"{subscription}: " + " ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+@app.command()
+def publish(
+    topic: Annotated[str, typer.Option("--topic", help="Topic to publish to.")],
+    file: Annotated[Path, typer.Option("--file", help="One event, in either envelope.")],
+    broker: BrokerOption = DEFAULT_BROKER,
+) -> None:
+    """Publish one raw event (CloudEvents or entity-event JSON) exactly as written in FILE."""
+    try:
+        body = file.read_bytes()
+    except OSError as exc:
+        raise _fail(f"{file}: {exc.strerror or exc}") from None
+    try:
+        event = decode(body)
+    except TidingsError as exc:
+        raise _fail(f"{file}: {exc}") from None
+    message = Message(
+        id=str(event.id),
+        event_type=event.event_type,
+        key=event.entity_id,
+        body=body,
+        headers={"correlation-id": event.correlation_id},
+    )
+
+    async def send() -> None:
+        b = await connect(broker)
+        try:
+            await b.publish(topic, [message])
+        finally:
+            await b.close()
+
+    _run(send())
+    typer.echo(f"published {event.event_type} {event.id} to {topic}")
 
 
 @app.command()
