@@ -79,7 +79,7 @@ def create_app(settings: Settings | None = None, auth: AuthSettings | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.domain_database_url("activity"))
         await create_tables(engine, metadata)
-        app.state.sessions = session_factory(engine)
+        app.state.sessions = session_factory(engine, read_only=True)
         try:
             yield
         finally:

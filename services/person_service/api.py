@@ -15,7 +15,7 @@ from person_service.store import PersonStore
 from person_service.tables import metadata
 from tidings.brokers import connect
 from tidings.config import Settings
-from tidings.db import create_engine, create_tables, session_factory
+from tidings.db import create_engine, create_tables
 from tidings.outbox import Outbox, Relay
 from tidings.web import (
     AuthSettings,
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None, auth: AuthSettings | None = Non
         outbox = Outbox()
         relay = Relay(engine, broker, outbox=outbox)
         relay_task = asyncio.create_task(relay.run())
-        app.state.store = PersonStore(session_factory(engine), outbox)
+        app.state.store = PersonStore(engine, outbox)
         try:
             yield
         finally:

@@ -8,11 +8,12 @@ from datetime import date
 from typing import Any
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from housing_contracts import PERSON_TOPIC
 from person_service.model import WIRE_FIELDS, PersonCreate, PersonOut, TenureSummary, event_fields
 from person_service.tables import person_tenures, persons
+from tidings.db import session_factory
 from tidings.events import Event, EventData, User, utc_now
 from tidings.outbox import Outbox
 
@@ -20,8 +21,9 @@ SOURCE = {"source_domain": "Person", "source_system": "PersonAPI"}
 
 
 class PersonStore:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], outbox: Outbox) -> None:
-        self.sessions = sessions
+    def __init__(self, engine: AsyncEngine, outbox: Outbox) -> None:
+        self.sessions = session_factory(engine)
+        self.readers = session_factory(engine, read_only=True)
         self.outbox = outbox
 
     async def create(self, body: PersonCreate, *, user: User, correlation_id: str) -> str:
@@ -49,7 +51,7 @@ class PersonStore:
         return person_id
 
     async def get(self, person_id: str) -> PersonOut | None:
-        async with self.sessions() as session:
+        async with self.readers() as session:
             row = (
                 (await session.execute(select(persons).where(persons.c.id == person_id)))
                 .mappings()

@@ -16,7 +16,7 @@ from tenure_service.store import NotFound, TenureStore
 from tenure_service.tables import metadata
 from tidings.brokers import connect
 from tidings.config import Settings
-from tidings.db import create_engine, create_tables, session_factory
+from tidings.db import create_engine, create_tables
 from tidings.outbox import Outbox, Relay
 from tidings.web import (
     AuthSettings,
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None, auth: AuthSettings | None = Non
         outbox = Outbox()
         relay = Relay(engine, broker, outbox=outbox)
         relay_task = asyncio.create_task(relay.run())
-        app.state.store = TenureStore(session_factory(engine), outbox)
+        app.state.store = TenureStore(engine, outbox)
         try:
             yield
         finally:

@@ -8,11 +8,12 @@ from datetime import date
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from housing_contracts import TENURE_TOPIC
 from tenure_service.model import MemberFields, TenureCreate, TenureOut, check_dates, is_active
 from tenure_service.tables import household_members, tenures
+from tidings.db import session_factory
 from tidings.events import Event, EventData, User, utc_now
 from tidings.outbox import Outbox
 
@@ -40,8 +41,9 @@ class NotFound(Exception):
 
 
 class TenureStore:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], outbox: Outbox) -> None:
-        self.sessions = sessions
+    def __init__(self, engine: AsyncEngine, outbox: Outbox) -> None:
+        self.sessions = session_factory(engine)
+        self.readers = session_factory(engine, read_only=True)
         self.outbox = outbox
 
     async def create(self, body: TenureCreate, *, user: User, correlation_id: str) -> str:
@@ -75,7 +77,7 @@ class TenureStore:
         return tenure_id
 
     async def get(self, tenure_id: str) -> TenureOut | None:
-        async with self.sessions() as session:
+        async with self.readers() as session:
             loaded = await _load(session, tenure_id)
         if loaded is None:
             return None

@@ -3,7 +3,9 @@
 ``sqlite:///path`` (aiosqlite) is the embedded default. Every SQLite connection runs in WAL
 mode with a busy timeout, and every transaction starts with ``BEGIN IMMEDIATE``: processes
 that share a file then queue for the write lock instead of failing with "database is
-locked" when a read transaction tries to upgrade. ``synchronous=NORMAL`` (default) keeps
+locked" when a read transaction tries to upgrade. Sessions made with
+``session_factory(engine, read_only=True)`` begin with a plain ``BEGIN`` instead, so reads
+never wait for writers (WAL). ``synchronous=NORMAL`` (default) keeps
 every committed transaction across a process crash and may lose the last ones on power loss;
 ``synchronous=FULL`` does not, at about a third of the commit rate.
 """
@@ -25,9 +27,18 @@ from sqlalchemy.ext.asyncio import (
 
 from tidings.errors import ConfigurationError
 
-__all__ = ["Synchronous", "create_engine", "create_tables", "metadata", "session_factory"]
+__all__ = [
+    "READ_ONLY",
+    "Synchronous",
+    "create_engine",
+    "create_tables",
+    "metadata",
+    "session_factory",
+]
 
 Synchronous = Literal["NORMAL", "FULL"]
+
+READ_ONLY = "tidings_read_only"
 
 metadata = MetaData()
 """Tables tidings keeps in the domain's database (outbox, inbox)."""
@@ -70,12 +81,19 @@ def _configure_sqlite(engine: AsyncEngine, synchronous: str, busy_timeout_ms: in
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions that keep loaded objects usable after commit."""
-    return async_sessionmaker(engine, expire_on_commit=False)
+def session_factory(
+    engine: AsyncEngine, *, read_only: bool = False
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions that keep loaded objects usable after commit. ``read_only`` sessions must not
+    write; on SQLite they do not take the write lock, so reads never wait for writers."""
+    bind = engine.execution_options(**{READ_ONLY: True}) if read_only else engine
+    return async_sessionmaker(bind, expire_on_commit=False)
 
 
 async def create_tables(engine: AsyncEngine, *extra: MetaData) -> None:

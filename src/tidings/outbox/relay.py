@@ -25,6 +25,7 @@ from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tidings.brokers.base import Broker, Message
+from tidings.db import READ_ONLY
 from tidings.errors import BrokerError
 from tidings.events.model import utc_now
 from tidings.outbox.table import outbox_table as t
@@ -58,6 +59,7 @@ class Relay:
         name: str | None = None,
     ) -> None:
         self.engine = engine
+        self._reader = engine.execution_options(**{READ_ONLY: True})
         self.broker = broker
         self.outbox = outbox
         self.batch_size = batch_size
@@ -116,7 +118,7 @@ class Relay:
 
     async def pending(self) -> int:
         """How many rows wait to be published."""
-        async with self.engine.connect() as conn:
+        async with self._reader.connect() as conn:
             result = await conn.execute(
                 select(func.count()).select_from(t).where(t.c.published_at.is_(None))
             )
@@ -130,6 +132,12 @@ class Relay:
             return int(result.rowcount)
 
     async def _claim(self) -> Sequence[Any]:
+        async with self._reader.connect() as conn:
+            if (
+                await conn.scalar(select(t.c.seq).where(t.c.published_at.is_(None)).limit(1))
+                is None
+            ):
+                return []
         now = utc_now()
         earlier = t.alias("earlier")
         blocked = exists().where(
