@@ -3,7 +3,12 @@
 =====================  ==========================================================
 ``memory://[name]``    in-process, for unit tests; the same name shares one broker
 ``sqlite:///path``     the embedded default: one file shared by local processes
+``amqp://...``         RabbitMQ (``pip install 'tidings[rabbitmq]'``)
+``nats://...``         NATS JetStream (``pip install 'tidings[nats]'``)
 =====================  ==========================================================
+
+Server-backed URLs take ``?namespace=NAME``: every name the broker creates on the server is
+prefixed with it, so that several deployments (or test runs) can share one server.
 
 Backends import lazily, so a missing optional client only matters to its own URL.
 """
@@ -21,7 +26,7 @@ from tidings.brokers.base import (
     Depth,
     Message,
 )
-from tidings.errors import ConfigurationError
+from tidings.errors import ConfigurationError, MissingDependency
 
 __all__ = [
     "Broker",
@@ -48,6 +53,23 @@ async def connect(url: str) -> Broker:
         from tidings.brokers.sqlite import SqliteBroker
 
         return await SqliteBroker.open(url)
+    if scheme in ("amqp", "amqps"):
+        try:
+            from tidings.brokers.rabbitmq import RabbitBroker
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.split(".")[0] in ("aio_pika", "aiormq", "pamqp"):
+                raise MissingDependency("aio-pika", "rabbitmq") from None
+            raise
+        return await RabbitBroker.open(url)
+    if scheme in ("nats", "tls"):
+        try:
+            from tidings.brokers.nats import NatsBroker
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.split(".")[0] == "nats":
+                raise MissingDependency("nats-py", "nats") from None
+            raise
+        return await NatsBroker.open(url)
     raise ConfigurationError(
-        f"broker URL {url!r}: unknown scheme {scheme!r} (expected memory:// or sqlite:///)"
+        f"broker URL {url!r}: unknown scheme {scheme!r} "
+        "(expected memory://, sqlite:///, amqp:// or nats://)"
     )
