@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: venv example test lint fmt clean
+.PHONY: venv up example test lint fmt clean
 
 venv: $(STAMP)
 
@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,rabbitmq,nats,postgres]'
 	touch $(STAMP)
 
+up: $(STAMP)
+	$(BIN)/tidings up
+
 example: $(STAMP)
 	$(BIN)/python examples/quickstart.py
 
@@ -21,13 +24,13 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests examples benchmarks
-	$(BIN)/ruff format --check src tests examples benchmarks
+	$(BIN)/ruff check src services tests examples benchmarks
+	$(BIN)/ruff format --check src services tests examples benchmarks
 	$(BIN)/mypy src services
 
 fmt: $(STAMP)
-	$(BIN)/ruff check --fix src tests examples benchmarks
-	$(BIN)/ruff format src tests examples benchmarks
+	$(BIN)/ruff check --fix src services tests examples benchmarks
+	$(BIN)/ruff format src services tests examples benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
