@@ -140,13 +140,16 @@ class ListenerRuntime:
             asyncio.create_task(self._work())
             for _ in range(-(-self.subscription.in_flight // self.batch_size))
         ]
+        stop = asyncio.create_task(self._stopping.wait())
         try:
             while not self._stopping.is_set():
-                if not await self._until_stopped(self._gate.wait()):
+                if not self._gate.is_open and not await self._until(self._gate.wait(), stop):
                     break
-                if not await self._until_stopped(self._limiter.acquire()):
+                if self._limiter.rate is not None and not await self._until(
+                    self._limiter.acquire(), stop
+                ):
                     break
-                delivery = await self._until_stopped(consumer.__anext__())
+                delivery = await self._until(consumer.__anext__(), stop)
                 if delivery is None:
                     break
                 self._held += 1
@@ -155,6 +158,7 @@ class ListenerRuntime:
                     self._queue.put_nowait(work)
             await self._drain()
         finally:
+            stop.cancel()
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
@@ -199,12 +203,7 @@ class ListenerRuntime:
     async def _apply_one(self, work: _Work) -> Outcome | None:
         delivery, event = work.delivery, work.event
         try:
-            async with self.sessions() as session, session.begin():
-                if self.inbox and not await record(session, self.subscription.name, str(event.id)):
-                    outcome = Outcome.DUPLICATE
-                else:
-                    await work.handler(event, session)
-                    outcome = Outcome.APPLIED
+            outcome = await self._transaction(work)
         except DeadLetter as exc:
             return await self._dead_letter(delivery, event, exc.reason)
         except EventError as exc:
@@ -214,6 +213,23 @@ class ListenerRuntime:
         except Exception as exc:  # noqa: BLE001 - any handler failure is retried
             return await self._retry(delivery, event, f"{type(exc).__name__}: {exc}", None)
         return await self._settle(delivery, event, outcome)
+
+    async def _transaction(self, work: _Work) -> Outcome:
+        """Run the handler (with the inbox row) in one transaction. A handler that touches
+        no database, without the inbox, costs no transaction at all."""
+        session = self.sessions()
+        try:
+            if self.inbox and not await record(session, self.subscription.name, str(work.event.id)):
+                outcome = Outcome.DUPLICATE
+            else:
+                await work.handler(work.event, session)
+                outcome = Outcome.APPLIED
+            if session.in_transaction():
+                await session.commit()
+            return outcome
+        finally:
+            if session.in_transaction():
+                await session.close()
 
     async def _apply_batch(self, batch: list[_Work]) -> bool:
         """Apply ``batch`` in one transaction and settle it; False (nothing applied, nothing
@@ -290,18 +306,17 @@ class ListenerRuntime:
             _log(logging.DEBUG, "%s", delivery, event, outcome.value)
         return outcome
 
-    async def _until_stopped(self, awaitable: Any) -> Any:
-        """Await ``awaitable`` unless stop comes first (then cancel it and return None)."""
+    @staticmethod
+    async def _until(awaitable: Any, stop: asyncio.Task[Any]) -> Any:
+        """Await ``awaitable`` unless ``stop`` finishes first (then cancel it and return
+        None). Returns True for an awaitable that returns None."""
         task = asyncio.ensure_future(awaitable)
-        stop = asyncio.ensure_future(self._stopping.wait())
         try:
-            done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((task, stop), return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             task.cancel()
             raise
-        finally:
-            stop.cancel()
-        if task in done:
+        if task.done():
             try:
                 result = task.result()
             except StopAsyncIteration:
