@@ -9,7 +9,7 @@ from person_service.api import create_app
 from person_service.listener import SUBSCRIPTION, build_listener
 from person_service.tables import metadata
 from tidings.config import Settings
-from tidings.runner import run_listener, service_main
+from tidings.runner import rereads, run_listener, service_main
 from tidings.subsets import SourceClient
 
 
@@ -19,7 +19,7 @@ async def listen(settings: Settings) -> None:
     token = os.environ.get("TIDINGS_SERVICE_TOKEN", "")
     async with SourceClient(source, token=token) as client:
         await run_listener(
-            lambda: build_listener(client),
+            lambda: build_listener(client, reread=rereads(SUBSCRIPTION.name)),
             SUBSCRIPTION,
             settings=settings,
             domain="person",

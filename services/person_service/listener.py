@@ -61,7 +61,9 @@ SUMMARY: dict[str, Callable[[Any], dict[str, Any]]] = {
 """Tenure field -> the summary fields it feeds."""
 
 
-def build_listener(tenures: SourceClient) -> Listener:
+def build_listener(tenures: SourceClient, *, reread: bool = False) -> Listener:
+    """``reread=True`` keeps the subset from thin events: every tenure change re-reads the
+    tenure from the Tenure API instead of trusting the event's data."""
     listener = Listener(SUBSCRIPTION.name)
 
     @listener.on("TenureCreatedEvent")
@@ -108,7 +110,7 @@ def build_listener(tenures: SourceClient) -> Listener:
 
     @listener.on("TenureUpdatedEvent")
     async def tenure_updated(event: Event, session: AsyncSession) -> None:
-        if event.entity_version is None:
+        if reread or event.entity_version is None:
             await _resync(event, session, tenures)
             return
         changes = {k: v for k, v in (event.event_data.new_data or {}).items() if k in SUMMARY}

@@ -44,12 +44,14 @@ COPIED = {"fullName": "full_name", "dateOfBirth": "date_of_birth"}
 """Person field -> household member column."""
 
 
-def build_listener(people: SourceClient) -> Listener:
+def build_listener(people: SourceClient, *, reread: bool = False) -> Listener:
+    """``reread=True`` keeps the subset from thin events: every person event re-reads the
+    person from the Person API instead of trusting the event's data."""
     listener = Listener(SUBSCRIPTION.name)
 
     @listener.on("PersonUpdatedEvent")
     async def person_updated(event: Event, session: AsyncSession) -> None:
-        if event.entity_version is None:
+        if reread or event.entity_version is None:
             await _reread(session, people, event, event.entity_id, tenure_id=None)
             return
         changes = {k: v for k, v in (event.event_data.new_data or {}).items() if k in COPIED}

@@ -7,7 +7,7 @@ an API stops taking requests, finishes those in flight and stops its relay.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,7 +21,7 @@ from tidings.events.catalog import EventCatalog
 from tidings.listener import Listener, ListenerRuntime
 from tidings.topology import Subscription, Topology
 
-__all__ = ["domain_resources", "run_listener", "serve_api", "service_main"]
+__all__ = ["domain_resources", "rereads", "run_listener", "serve_api", "service_main"]
 
 log = logging.getLogger("tidings.runner")
 
@@ -74,6 +74,16 @@ async def run_listener(
 
 def _stats(runtime: ListenerRuntime) -> dict[str, int]:
     return {outcome.value: count for outcome, count in runtime.stats.items()}
+
+
+def rereads(subscription: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``subscription`` keeps its subsets by re-reading the source API for every event
+    (thin events) rather than from event data: listed in ``TIDINGS_REREAD`` (comma
+    separated, or ``*`` for all)."""
+    import os
+
+    names = {n.strip() for n in (environ or os.environ).get("TIDINGS_REREAD", "").split(",")}
+    return "*" in names or subscription in names
 
 
 def serve_api(app: object, *, host: str, port: int) -> None:

@@ -1,0 +1,1 @@
+"""Alembic revisions of the Activity domain's tables (see :mod:`tidings.migrations`)."""

@@ -1,0 +1,1 @@
+"""Alembic revisions of the Person domain's tables (see :mod:`tidings.migrations`)."""

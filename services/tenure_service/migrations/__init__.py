@@ -1,0 +1,1 @@
+"""Alembic revisions of the Tenure domain's tables (see :mod:`tidings.migrations`)."""
