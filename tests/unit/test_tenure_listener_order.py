@@ -9,6 +9,7 @@ import tempfile
 from datetime import date
 from typing import Any
 
+import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import insert, select
@@ -120,3 +121,79 @@ def test_any_order_with_duplicates_ends_as_in_order_once_only_delivery(
         copies = asyncio.run(deliver(delivered, folder))
     expected = in_order(events)
     assert copies == {(t, p): expected[p] for t, people in MEMBERSHIPS.items() for p in people}
+
+
+async def test_thin_mode_copies_the_source_not_the_event(tmp_path: Any) -> None:
+    """With reread, the listener trusts only the Person API: event data is ignored."""
+    truth = {"p1": ("Ms Truth One", "1970-05-05", 9), "p2": ("Mr Truth Two", None, 4)}
+
+    async def person_api(request: httpx.Request) -> httpx.Response:
+        pid = request.url.path.rsplit("/", 1)[-1]
+        assert request.headers["authorization"] == "Bearer service-token"
+        assert request.headers["x-correlation-id"] == "cid-1"
+        if pid not in truth:
+            return httpx.Response(404)
+        name, dob, version = truth[pid]
+        return httpx.Response(
+            200,
+            json={"id": pid, "fullName": name, "dateOfBirth": dob},
+            headers={"ETag": f'"{version}"'},
+        )
+
+    engine = create_engine(f"sqlite:///{tmp_path}/tenure.db")
+    await create_tables(engine, metadata)
+    sessions = session_factory(engine)
+    async with sessions() as session, session.begin():
+        await session.execute(
+            insert(tenures).values(
+                id="t1", version_number=1, created_at=utc_now(), updated_at=utc_now()
+            )
+        )
+        for i, pid in enumerate(("p1", "p2", "p3")):
+            await session.execute(
+                insert(household_members).values(
+                    tenure_id="t1",
+                    person_id=pid,
+                    position=i,
+                    type="Person",
+                    full_name="Old",
+                    date_of_birth=None,
+                    is_responsible=False,
+                )
+            )
+    lies = [
+        Event(
+            event_type="PersonUpdatedEvent",
+            source_domain="Person",
+            source_system="PersonAPI",
+            entity_id=pid,
+            entity_version=1,
+            correlation_id="cid-1",
+            event_data=EventData(new_data={"fullName": "Lie"}),
+        )
+        for pid in ("p1", "p2", "p3")
+    ]
+    broker = MemoryBroker()
+    await broker.declare(Topology.build(SUBSCRIPTION.topics, [SUBSCRIPTION]))
+    await publish_events(broker, "person", lies)
+    http = httpx.AsyncClient(transport=httpx.MockTransport(person_api), base_url="http://person")
+    async with SourceClient("http://person", token="service-token", client=http) as people:
+        runtime = ListenerRuntime(
+            build_listener(people, reread=True),
+            broker=broker,
+            subscription=SUBSCRIPTION,
+            sessions=sessions,
+        )
+        stats = await drain(runtime)
+    await http.aclose()
+    assert stats[Outcome.APPLIED] == 3
+    async with sessions() as session:
+        rows = (await session.execute(select(household_members))).mappings().all()
+    copies = {r["person_id"]: (r["full_name"], r["date_of_birth"]) for r in rows}
+    assert copies == {
+        "p1": ("Ms Truth One", date(1970, 5, 5)),
+        "p2": ("Mr Truth Two", None),
+        "p3": ("Old", None),
+    }
+    await broker.close()
+    await engine.dispose()
