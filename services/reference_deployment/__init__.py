@@ -21,35 +21,40 @@ TOPOLOGY = Topology.build([PERSON_TOPIC, TENURE_TOPIC], [TENURE, PERSON, ACTIVIT
 PORTS = {"person": 8001, "tenure": 8002, "activity": 8003}
 
 
-def processes(host: str, ports: Mapping[str, int]) -> list[ProcessSpec]:
-    """Every process of the deployment: an API and a listener per domain."""
+def processes(host: str, ports: Mapping[str, int], instances: int = 1) -> list[ProcessSpec]:
+    """Every process of the deployment: ``instances`` copies of each domain's API and
+    listener. Copy ``k`` of a domain's API listens on its port plus ``k * len(ports)``;
+    listeners re-read sources through copy 0."""
     urls = {domain: f"http://{host}:{port}" for domain, port in ports.items()}
     env = {"TIDINGS_PERSON_API_URL": urls["person"], "TIDINGS_TENURE_API_URL": urls["tenure"]}
     specs = []
-    for domain in ("person", "tenure", "activity"):
-        module = f"{domain}_service"
-        specs.append(
-            ProcessSpec(
-                name=f"{domain}-api",
-                argv=[
-                    sys.executable,
-                    "-m",
-                    module,
-                    "api",
-                    "--host",
-                    host,
-                    "--port",
-                    str(ports[domain]),
-                ],
-                env=env,
-                url=urls[domain],
+    for k in range(instances):
+        suffix = f"-{k + 1}" if instances > 1 else ""
+        for domain, port in ports.items():
+            module = f"{domain}_service"
+            api_port = port + k * len(ports)
+            specs.append(
+                ProcessSpec(
+                    name=f"{domain}-api{suffix}",
+                    argv=[
+                        sys.executable,
+                        "-m",
+                        module,
+                        "api",
+                        "--host",
+                        host,
+                        "--port",
+                        str(api_port),
+                    ],
+                    env=env,
+                    url=f"http://{host}:{api_port}",
+                )
             )
-        )
-        specs.append(
-            ProcessSpec(
-                name=f"{domain}-listener",
-                argv=[sys.executable, "-m", module, "listener"],
-                env=env,
+            specs.append(
+                ProcessSpec(
+                    name=f"{domain}-listener{suffix}",
+                    argv=[sys.executable, "-m", module, "listener"],
+                    env=env,
+                )
             )
-        )
     return specs

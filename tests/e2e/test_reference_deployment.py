@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -400,3 +401,37 @@ def test_publish_refuses_a_file_that_is_no_event(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "event.json" in result.stderr
+
+
+async def test_two_instances_of_every_process_share_the_work_once(
+    tmp_path: Path, http: httpx.AsyncClient
+) -> None:
+    d = start(tmp_path / ".tidings", "--instances", "2")
+    try:
+        names = "".join(d.output)
+        for name in ("person-api-2", "tenure-listener-2", "activity-listener-2"):
+            assert name in names
+        base = int(d.person.rsplit(":", 1)[1])
+        second_person = f"http://127.0.0.1:{base + 3}"
+        pid = await create_person(http, d)
+        tid = await create_tenure(http, d, member(pid, "Ms Ann Smyth"))
+        for i in range(10):
+            url = (d.person if i % 2 else second_person) + f"/api/v1/persons/{pid}"
+            r = await http.patch(url, headers=d.headers(), json={"middleName": f"V{i}"})
+            assert r.status_code == 204
+        await eventually(
+            lambda: get(http, d, f"{d.tenure}/api/v1/tenures/{tid}"),
+            lambda t: members_of(t)[pid]["fullName"] == "Ms Ann V9 Smyth",
+        )
+        history = await eventually(
+            lambda: get(http, d, f"{d.activity}/api/v1/activityhistory?targetId={pid}&pageSize=50"),
+            lambda h: len(h["results"]) >= 11,
+        )
+        await asyncio.sleep(1)
+        history = await get(
+            http, d, f"{d.activity}/api/v1/activityhistory?targetId={pid}&pageSize=50"
+        )
+        events = [a["sourceEventId"] for a in history["results"]]
+        assert len(events) == 11 == len(set(events)), "an event was recorded twice or lost"
+    finally:
+        assert stop(d) == 0

@@ -12,6 +12,7 @@ import typer
 
 from tidings import __version__
 from tidings.brokers import Message, connect
+from tidings.cli.catalog import asyncapi, schemas_app
 from tidings.errors import TidingsError
 from tidings.events import decode
 from tidings.topology import Topology
@@ -24,6 +25,8 @@ DEFAULT_BROKER = "sqlite:///.tidings/broker.db"
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="tidings: events between APIs.")
 topology_app = typer.Typer(no_args_is_help=True, help="Topics and subscriptions.")
 app.add_typer(topology_app, name="topology")
+app.add_typer(schemas_app, name="schemas")
+app.command("asyncapi")(asyncapi)
 
 BrokerOption = Annotated[
     str,
@@ -181,6 +184,7 @@ def up(
     deployment: Annotated[str, typer.Option(help="Module of the deployment.")] = (
         "reference_deployment"
     ),
+    instances: Annotated[int, typer.Option(help="Copies of each API and listener.")] = 1,
 ) -> None:
     """Run the reference deployment: its APIs and listeners, until Ctrl-C."""
     from tidings.cli.up import run_up
@@ -193,6 +197,7 @@ def up(
             host=host,
             base_port=base_port,
             deployment=deployment,
+            instances=instances,
         )
     )
 

@@ -61,7 +61,10 @@ async def run_up(
     host: str,
     base_port: int,
     deployment: str,
+    instances: int = 1,
 ) -> None:
+    if instances < 1:
+        raise ConfigurationError("--instances must be at least 1")
     try:
         module: Any = importlib.import_module(deployment)
     except ImportError as exc:
@@ -82,7 +85,7 @@ async def run_up(
     )
 
     ports = {domain: base_port + i for i, domain in enumerate(module.PORTS)}
-    specs: list[ProcessSpec] = module.processes(host, ports)
+    specs: list[ProcessSpec] = module.processes(host, ports, instances)
     env = {
         "TIDINGS_HOME": str(home),
         "TIDINGS_BROKER": broker_url,
