@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: venv up example test lint fmt clean
+.PHONY: venv up example test lint fmt clean tools
 
 venv: $(STAMP)
 
@@ -20,8 +20,16 @@ up: $(STAMP)
 example: $(STAMP)
 	$(BIN)/python examples/quickstart.py
 
-test: $(STAMP)
+test: $(STAMP) tools
 	$(BIN)/python -m pytest
+
+# Node.js tools the tests run (the AsyncAPI parser); installed once, without install scripts.
+tools: tests/tools/node_modules
+
+tests/tools/node_modules:
+	@command -v npm >/dev/null || { echo "npm not found: tests that need Node.js tools skip (and fail under CI=true)"; exit 0; }; \
+	if [ -f tests/tools/package-lock.json ]; then npm ci --prefix tests/tools --ignore-scripts --no-audit --no-fund; \
+	else npm install --prefix tests/tools --ignore-scripts --no-audit --no-fund; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check src services tests examples benchmarks

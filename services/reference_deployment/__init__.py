@@ -9,12 +9,13 @@ from collections.abc import Mapping
 
 from activity_service.listener import SUBSCRIPTION as ACTIVITY
 from housing_contracts import PERSON_TOPIC, TENURE_TOPIC
+from housing_contracts import catalog as CATALOG
 from person_service.listener import SUBSCRIPTION as PERSON
 from tenure_service.listener import SUBSCRIPTION as TENURE
 from tidings.supervisor import ProcessSpec
 from tidings.topology import Topology
 
-__all__ = ["PORTS", "TOPOLOGY", "processes"]
+__all__ = ["CATALOG", "PORTS", "TOPOLOGY", "processes"]
 
 TOPOLOGY = Topology.build([PERSON_TOPIC, TENURE_TOPIC], [TENURE, PERSON, ACTIVITY])
 

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from tidings import __version__
+from tidings.cli.output import fail
 from tidings.errors import TidingsError
 from tidings.events.asyncapi import asyncapi_document
 from tidings.events.catalog import EventCatalog
@@ -37,27 +38,22 @@ DeploymentOption = Annotated[
 DEFAULT_DEPLOYMENT = "reference_deployment"
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"tidings: {message}", err=True)
-    return typer.Exit(2)
-
-
 def _deployment(name: str) -> Any:
     try:
         module = importlib.import_module(name)
     except ImportError as exc:
-        raise _fail(f"deployment {name!r} cannot be imported: {exc}") from None
+        raise fail(f"deployment {name!r} cannot be imported: {exc}") from None
     except TidingsError as exc:
-        raise _fail(f"deployment {name!r}: {exc}") from None
+        raise fail(f"deployment {name!r}: {exc}") from None
     if not isinstance(getattr(module, "CATALOG", None), EventCatalog):
-        raise _fail(f"deployment {name!r} has no CATALOG (an EventCatalog)")
+        raise fail(f"deployment {name!r} has no CATALOG (an EventCatalog)")
     return module
 
 
 def _topology(module: Any) -> Topology:
     topology = getattr(module, "TOPOLOGY", None)
     if not isinstance(topology, Topology):
-        raise _fail(f"deployment {module.__name__!r} has no TOPOLOGY (a Topology)")
+        raise fail(f"deployment {module.__name__!r} has no TOPOLOGY (a Topology)")
     return topology
 
 
@@ -66,10 +62,14 @@ def asyncapi(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")
     ] = None,
-    title: Annotated[str | None, typer.Option(help="info.title (default: the module).")] = None,
+    title: Annotated[
+        str | None, typer.Option(help="info.title (default: the module name).")
+    ] = None,
     doc_version: Annotated[
         str | None,
-        typer.Option("--doc-version", help="info.version (default: the module's __version__)."),
+        typer.Option(
+            "--doc-version", help="info.version (default: the module's __version__, else tidings')."
+        ),
     ] = None,
 ) -> None:
     """Write the AsyncAPI 3.0.0 document (JSON) of a deployment's topics and events."""
@@ -85,7 +85,7 @@ def asyncapi(
             topic_events=getattr(module, "TOPIC_EVENTS", None),
         )
     except TidingsError as exc:
-        raise _fail(f"{deployment}: {exc}") from None
+        raise fail(f"{deployment}: {exc}") from None
     text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
     if output is None:
         typer.echo(text, nl=False)
@@ -93,7 +93,7 @@ def asyncapi(
     try:
         output.write_text(text, encoding="utf-8")
     except OSError as exc:
-        raise _fail(f"{output}: {exc.strerror or exc}") from None
+        raise fail(f"{output}: {exc.strerror or exc}") from None
     typer.echo(
         f"wrote {output}: {len(document['channels'])} channels, "
         f"{len(document['operations'])} operations, "
@@ -111,7 +111,7 @@ def schemas_export(
     try:
         written = catalog.write_json_schemas(directory)
     except OSError as exc:
-        raise _fail(f"{directory}: {exc.strerror or exc}") from None
+        raise fail(f"{directory}: {exc.strerror or exc}") from None
     typer.echo(f"wrote {len(written)} schemas to {directory}")
 
 
@@ -131,7 +131,7 @@ def schemas_check(
     try:
         old = load_schemas(against) if Path(against).is_dir() else _git_schemas(against)
     except TidingsError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     problems = breaking_changes(old, catalog.json_schemas())
     for line in problems:
         typer.echo(line)
@@ -144,7 +144,7 @@ def _git_schemas(ref: str) -> dict[str, dict[str, Any]]:
     """The ``*.schema.json`` files of the folder ``REV:PATH`` in the git repository of the
     working directory (PATH from the repository root, or ``./`` relative)."""
     if ":" not in ref:
-        raise _fail(f"{ref}: not a folder, nor REV:PATH of a folder in git")
+        raise fail(f"{ref}: not a folder, nor REV:PATH of a folder in git")
     tree = ref.rstrip("/")
     names = _git("ls-tree", "--name-only", "-z", tree).split("\0")
     schemas: dict[str, dict[str, Any]] = {}
@@ -154,9 +154,9 @@ def _git_schemas(ref: str) -> dict[str, dict[str, Any]]:
             schema = json.loads(_git("show", where))
             schemas[schema_key(schema)] = schema
         except (ValueError, TidingsError) as exc:
-            raise _fail(f"{where}: {exc}") from None
+            raise fail(f"{where}: {exc}") from None
     if not schemas:
-        raise _fail(f"{ref}: no *.schema.json files")
+        raise fail(f"{ref}: no *.schema.json files")
     return schemas
 
 
@@ -166,8 +166,8 @@ def _git(*args: str) -> str:
             ["git", *args], capture_output=True, text=True, encoding="utf-8", check=False
         )
     except OSError as exc:
-        raise _fail(f"git: {exc.strerror or exc}") from None
+        raise fail(f"git: {exc.strerror or exc}") from None
     if done.returncode:
         lines = done.stderr.strip().splitlines() or [f"exit {done.returncode}"]
-        raise _fail(f"git {args[0]} {args[-1]}: {lines[0]}")
+        raise fail(f"git {args[0]} {args[-1]}: {lines[0]}")
     return done.stdout

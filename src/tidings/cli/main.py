@@ -13,6 +13,7 @@ import typer
 from tidings import __version__
 from tidings.brokers import Message, connect
 from tidings.cli.catalog import asyncapi, schemas_app
+from tidings.cli.output import fail
 from tidings.errors import TidingsError
 from tidings.events import decode
 from tidings.topology import Topology
@@ -38,25 +39,20 @@ FileArgument = Annotated[Path, typer.Argument(help="Topology TOML file.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"tidings: {message}", err=True)
-    return typer.Exit(2)
-
-
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coro)
     except TidingsError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     except OSError as exc:
-        raise _fail(f"{exc.strerror or exc}") from None
+        raise fail(f"{exc.strerror or exc}") from None
 
 
 def _load(path: Path) -> Topology:
     try:
         return Topology.from_toml(path)
     except TidingsError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def _describe(topology: Topology) -> dict[str, Any]:
@@ -144,11 +140,11 @@ def publish(
     try:
         body = file.read_bytes()
     except OSError as exc:
-        raise _fail(f"{file}: {exc.strerror or exc}") from None
+        raise fail(f"{file}: {exc.strerror or exc}") from None
     try:
         event = decode(body)
     except TidingsError as exc:
-        raise _fail(f"{file}: {exc}") from None
+        raise fail(f"{file}: {exc}") from None
     message = Message(
         id=str(event.id),
         event_type=event.event_type,
