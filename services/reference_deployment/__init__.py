@@ -15,17 +15,21 @@ from tenure_service.listener import SUBSCRIPTION as TENURE
 from tidings.supervisor import ProcessSpec
 from tidings.topology import Topology
 
-__all__ = ["CATALOG", "PORTS", "TOPOLOGY", "processes"]
+__all__ = ["CATALOG", "METRICS_OFFSET", "PORTS", "TOPOLOGY", "processes"]
 
 TOPOLOGY = Topology.build([PERSON_TOPIC, TENURE_TOPIC], [TENURE, PERSON, ACTIVITY])
 
 PORTS = {"person": 8001, "tenure": 8002, "activity": 8003}
 
+METRICS_OFFSET = 100
+"""A listener serves ``/metrics`` on its domain API's port plus this (8101 for person)."""
+
 
 def processes(host: str, ports: Mapping[str, int], instances: int = 1) -> list[ProcessSpec]:
     """Every process of the deployment: ``instances`` copies of each domain's API and
-    listener. Copy ``k`` of a domain's API listens on its port plus ``k * len(ports)``;
-    listeners re-read sources through copy 0."""
+    listener. Copy ``k`` of a domain's API listens on its port plus ``k * len(ports)``, and
+    its listener serves metrics on that port plus :data:`METRICS_OFFSET`; listeners re-read
+    sources through copy 0."""
     urls = {domain: f"http://{host}:{port}" for domain, port in ports.items()}
     env = {"TIDINGS_PERSON_API_URL": urls["person"], "TIDINGS_TENURE_API_URL": urls["tenure"]}
     specs = []
@@ -55,7 +59,7 @@ def processes(host: str, ports: Mapping[str, int], instances: int = 1) -> list[P
                 ProcessSpec(
                     name=f"{domain}-listener{suffix}",
                     argv=[sys.executable, "-m", module, "listener"],
-                    env=env,
+                    env={**env, "TIDINGS_METRICS_PORT": str(api_port + METRICS_OFFSET)},
                 )
             )
     return specs

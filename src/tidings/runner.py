@@ -19,6 +19,7 @@ from tidings.config import Settings
 from tidings.db import create_engine, create_tables, session_factory
 from tidings.events.catalog import EventCatalog
 from tidings.listener import Listener, ListenerRuntime
+from tidings.metrics import serve_metrics
 from tidings.topology import Subscription, Topology
 
 __all__ = ["domain_resources", "rereads", "run_listener", "serve_api", "service_main"]
@@ -53,7 +54,13 @@ async def run_listener(
     catalog: EventCatalog | None = None,
     batch_size: int = 1,
 ) -> None:
-    """Declare ``subscription`` (and its topics), then consume it until SIGTERM/SIGINT."""
+    """Declare ``subscription`` (and its topics), then consume it until SIGTERM/SIGINT.
+    With ``TIDINGS_METRICS_PORT`` set, the process serves ``/metrics`` on that port."""
+    import os
+
+    port = os.environ.get("TIDINGS_METRICS_PORT")
+    if port:
+        serve_metrics(int(port), os.environ.get("TIDINGS_METRICS_HOST", "127.0.0.1"))
     async with domain_resources(settings, domain, metadata) as (engine, broker):
         await broker.declare(Topology.build(subscription.topics, [subscription]))
         built = build()

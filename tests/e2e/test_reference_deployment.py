@@ -435,3 +435,23 @@ async def test_two_instances_of_every_process_share_the_work_once(
         assert len(events) == 11 == len(set(events)), "an event was recorded twice or lost"
     finally:
         assert stop(d) == 0
+
+
+async def test_apis_and_listeners_serve_metrics(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    d = deployment
+    pid = await create_person(http, d)
+    await create_tenure(http, d, member(pid, "Someone Else"))
+    listener_metrics = d.tenure.rsplit(":", 1)[0] + f":{int(d.tenure.rsplit(':', 1)[1]) + 100}"
+
+    async def applied() -> float:
+        text = (await http.get(f"{listener_metrics}/metrics")).text
+        for line in text.splitlines():
+            if line.startswith("tidings_events_settled_total{") and "applied" in line:
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    await eventually(applied, lambda n: n >= 1)
+    api = (await http.get(f"{d.person}/metrics")).text
+    assert "tidings_events_published_total" in api

@@ -38,11 +38,15 @@ from tidings.listener.inbox import record, record_many
 from tidings.listener.outcomes import DeadLetter, Outcome, Retry
 from tidings.listener.retry import backoff_delay
 from tidings.listener.throttle import Gate, RateLimiter
+from tidings.metrics import CONSUMED, DEPTH, HANDLER_SECONDS, SETTLED
 from tidings.topology import Subscription
 
 __all__ = ["ListenerRuntime"]
 
 log = logging.getLogger("tidings.listener")
+
+DEPTH_INTERVAL = 5.0
+"""Seconds between two readings of the subscription's depth for the gauges."""
 
 
 class ListenerRuntime:
@@ -98,6 +102,7 @@ class ListenerRuntime:
         self._stopping = asyncio.Event()
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
         self._held = 0
+        self._consumed = CONSUMED.labels(subscription.name)
 
     @property
     def rate(self) -> float | None:
@@ -141,6 +146,7 @@ class ListenerRuntime:
             for _ in range(-(-self.subscription.in_flight // self.batch_size))
         ]
         stop = asyncio.create_task(self._stopping.wait())
+        depth = asyncio.create_task(self._report_depth())
         try:
             while not self._stopping.is_set():
                 if not self._gate.is_open and not await self._until(self._gate.wait(), stop):
@@ -153,16 +159,34 @@ class ListenerRuntime:
                 if delivery is None:
                     break
                 self._held += 1
+                self._consumed.inc()
                 work = await self._prepare(delivery)
                 if work is not None:
                     self._queue.put_nowait(work)
             await self._drain()
         finally:
             stop.cancel()
+            depth.cancel()
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
             await consumer.close()
+
+    def _timer(self, event_type: str) -> Any:
+        return HANDLER_SECONDS.labels(self.subscription.name, event_type).time()
+
+    async def _report_depth(self) -> None:
+        """Keep the depth gauges of this subscription current (every few seconds)."""
+        name = self.subscription.name
+        while True:
+            try:
+                depth = await self.broker.depth(name)
+            except Exception:  # noqa: BLE001 - a gauge is not worth failing the listener for
+                log.debug("could not read the depth of %s", name, exc_info=True)
+            else:
+                for state in ("ready", "in_flight", "delayed", "dead"):
+                    DEPTH.labels(name, state).set(getattr(depth, state))
+            await asyncio.sleep(DEPTH_INTERVAL)
 
     async def _prepare(self, delivery: Delivery) -> _Work | None:
         """Settle at once what needs no handler; return the rest as work."""
@@ -222,7 +246,8 @@ class ListenerRuntime:
             if self.inbox and not await record(session, self.subscription.name, str(work.event.id)):
                 outcome = Outcome.DUPLICATE
             else:
-                await work.handler(work.event, session)
+                with self._timer(work.event.event_type):
+                    await work.handler(work.event, session)
                 outcome = Outcome.APPLIED
             if session.in_transaction():
                 await session.commit()
@@ -246,7 +271,8 @@ class ListenerRuntime:
                 for work, event_id in zip(batch, ids, strict=True):
                     if event_id in new:
                         new.discard(event_id)
-                        await work.handler(work.event, session)
+                        with self._timer(work.event.event_type):
+                            await work.handler(work.event, session)
                         outcomes.append(Outcome.APPLIED)
                     else:
                         outcomes.append(Outcome.DUPLICATE)
@@ -302,6 +328,7 @@ class ListenerRuntime:
             _log(logging.WARNING, "could not settle (%s); it will come back", delivery, event, exc)
             return None
         self.stats[outcome] += 1
+        SETTLED.labels(self.subscription.name, outcome.value).inc()
         if outcome in (Outcome.APPLIED, Outcome.DUPLICATE, Outcome.UNHANDLED):
             _log(logging.DEBUG, "%s", delivery, event, outcome.value)
         return outcome

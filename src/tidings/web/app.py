@@ -8,7 +8,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import JSONResponse, Response
 
 from tidings.errors import ConfigurationError
 from tidings.web.correlation import CorrelationIdMiddleware, current_correlation_id
@@ -39,7 +40,8 @@ def install(
     - ``GET /health`` without auth: 200 ``{"status": "ok", "service": name, **extra}`` where
       ``extra`` is what ``health`` returns (its ``status`` and ``service`` keys are ignored),
       or 503 ``{"status": "unavailable", "service": name}`` (plain JSON, so probes read one
-      format) when ``health`` raises or takes longer than ``health_timeout`` seconds.
+      format) when ``health`` raises or takes longer than ``health_timeout`` seconds;
+    - ``GET /metrics`` without auth: the process's Prometheus metrics (:mod:`tidings.metrics`).
 
     Raises :class:`~tidings.errors.ConfigurationError` when called twice on one app.
     """
@@ -73,5 +75,17 @@ def install(
         methods=["GET"],
         response_class=JSONResponse,
         summary="Liveness and readiness, without authentication",
+        tags=["health"],
+    )
+
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_api_route(
+        "/metrics",
+        metrics_endpoint,
+        methods=["GET"],
+        response_class=Response,
+        summary="Prometheus metrics, without authentication",
         tags=["health"],
     )
