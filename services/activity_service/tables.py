@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from sqlalchemy import JSON, BigInteger, Column, DateTime, Integer, MetaData, String, Table
 
-metadata = MetaData()
+metadata = MetaData(info={"migrations": "activity_service:migrations"})
 
 activities = Table(
     "activities",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import JSON, BigInteger, Column, Date, DateTime, MetaData, String, Table
 
-metadata = MetaData()
+metadata = MetaData(info={"migrations": "person_service:migrations"})
 
 persons = Table(
     "persons",

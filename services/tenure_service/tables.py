@@ -16,7 +16,7 @@ from sqlalchemy import (
     Table,
 )
 
-metadata = MetaData()
+metadata = MetaData(info={"migrations": "tenure_service:migrations"})
 
 tenures = Table(
     "tenures",

@@ -5,7 +5,9 @@ default under one folder.
 ``TIDINGS_HOME``          the data folder of the embedded default (``./.tidings``)
 ``TIDINGS_BROKER``        broker URL (``sqlite:///<home>/broker.db``)
 ``TIDINGS_DATABASE_URL``  one database for every domain (each domain then gets its own
-                          SQLite file next to it, or its own schema on PostgreSQL); unset:
+                          SQLite file next to it, or on PostgreSQL its own schema, named
+                          after the domain, prefixed by the URL's ``?schema=`` if any, and
+                          created if missing); unset:
                           ``sqlite:///<home>/<domain>.db``
 ========================  ==================================================================
 """
@@ -16,6 +18,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 __all__ = ["Settings"]
 
@@ -36,10 +41,23 @@ class Settings:
         return cls(home=home, broker_url=broker, database_url=env.get("TIDINGS_DATABASE_URL"))
 
     def domain_database_url(self, domain: str) -> str:
-        """The database URL of ``domain``'s own records (and its outbox and inbox)."""
+        """The database URL of ``domain``'s own records (and its outbox and inbox).
+
+        On PostgreSQL it is the shared database's URL with ``?schema=<domain>``, which
+        :func:`tidings.db.create_engine` turns into the domain's own schema. A ``?schema=``
+        already on the shared URL is a prefix (``?schema=staging`` gives ``staging_person``),
+        so that several deployments can share one database."""
         if self.database_url is None:
             return f"sqlite:///{self.home}/{domain}.db"
         if self.database_url.startswith("sqlite"):
             base = self.database_url.rsplit("/", 1)[0]
             return f"{base}/{domain}.db"
-        return self.database_url
+        try:
+            url = make_url(self.database_url)
+        except ArgumentError:
+            return self.database_url
+        if url.get_backend_name() != "postgresql":
+            return self.database_url
+        prefix = url.query.get("schema")
+        schema = f"{prefix}_{domain}" if isinstance(prefix, str) and prefix else domain
+        return url.update_query_dict({"schema": schema}).render_as_string(hide_password=False)

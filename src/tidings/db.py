@@ -1,5 +1,11 @@
 """Database engines for the domain's own database, where the outbox and inbox tables live.
 
+``postgresql://...`` (asyncpg) keeps each domain in a schema of its own when one is named,
+by ``schema=`` or by the URL's ``?schema=`` (which :meth:`tidings.config.Settings.
+domain_database_url` adds): every connection of the engine then has that schema alone on
+its ``search_path``, so a domain sees only its own tables, and :func:`create_tables`
+creates the schema if it is missing. Without a schema the server's ``search_path`` applies.
+
 ``sqlite:///path`` (aiosqlite) is the embedded default. Every SQLite connection runs in WAL
 mode with a busy timeout, and every transaction starts with ``BEGIN IMMEDIATE``: processes
 that share a file then queue for the write lock instead of failing with "database is
@@ -32,6 +38,7 @@ __all__ = [
     "Synchronous",
     "create_engine",
     "create_tables",
+    "domain_schema",
     "metadata",
     "session_factory",
 ]
@@ -40,17 +47,30 @@ Synchronous = Literal["NORMAL", "FULL"]
 
 READ_ONLY = "tidings_read_only"
 
-metadata = MetaData()
-"""Tables tidings keeps in the domain's database (outbox, inbox)."""
+_SCHEMA = "tidings_schema"
+
+metadata = MetaData(
+    info={"migrations": "tidings.migrations:_revisions", "version_table": "tidings_alembic_version"}
+)
+"""Tables tidings keeps in the domain's database (outbox, inbox, subset versions), migrated by
+the revisions in :mod:`tidings.migrations`."""
 
 _DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 
 
 def create_engine(
-    url: str, *, synchronous: Synchronous = "NORMAL", busy_timeout_ms: int = 30_000, **kw: Any
+    url: str,
+    *,
+    schema: str | None = None,
+    synchronous: Synchronous = "NORMAL",
+    busy_timeout_ms: int = 30_000,
+    **kw: Any,
 ) -> AsyncEngine:
     """An async engine for ``url`` (``sqlite:///path`` or ``postgresql://...``; an explicit
-    driver such as ``sqlite+aiosqlite://`` is kept). Creates the SQLite file's folder."""
+    driver such as ``sqlite+aiosqlite://`` is kept). Creates the SQLite file's folder.
+
+    ``schema`` (or ``?schema=`` in a PostgreSQL URL; the argument wins) is the PostgreSQL
+    schema every connection works in. Nothing connects here."""
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -59,6 +79,15 @@ def create_engine(
     parsed = parsed.set(drivername=driver)
     if synchronous not in ("NORMAL", "FULL"):
         raise ConfigurationError(f"synchronous: expected NORMAL or FULL, got {synchronous!r}")
+    if parsed.get_backend_name() == "postgresql":
+        in_url = parsed.query.get("schema")
+        parsed = parsed.difference_update_query(["schema"])
+        chosen = schema or (in_url if isinstance(in_url, str) else None)
+        if chosen is not None:
+            _in_schema(chosen, kw)
+        return create_async_engine(parsed, **kw)
+    if schema is not None:
+        raise ConfigurationError("schema: only a PostgreSQL database has schemas")
     if parsed.get_backend_name() != "sqlite":
         return create_async_engine(parsed, **kw)
     if parsed.database and parsed.database != ":memory:":
@@ -66,6 +95,27 @@ def create_engine(
     engine = create_async_engine(parsed, **kw)
     _configure_sqlite(engine, synchronous, busy_timeout_ms)
     return engine
+
+
+def _in_schema(schema: str, kw: dict[str, Any]) -> None:
+    """Point ``create_async_engine``'s arguments at ``schema``: asyncpg sends the
+    ``search_path`` with the connection's startup packet, so no statement is spent on it."""
+    if not schema or len(schema.encode()) > 63 or "\x00" in schema:
+        raise ConfigurationError(
+            f"schema: expected a PostgreSQL name of 1 to 63 bytes, got {schema!r}"
+        )
+    connect_args = dict(kw.pop("connect_args", None) or {})
+    settings = dict(connect_args.get("server_settings") or {})
+    settings["search_path"] = '"' + schema.replace('"', '""') + '"'
+    connect_args["server_settings"] = settings
+    kw["connect_args"] = connect_args
+    kw["execution_options"] = {**(kw.get("execution_options") or {}), _SCHEMA: schema}
+
+
+def domain_schema(engine: AsyncEngine) -> str | None:
+    """The PostgreSQL schema ``engine`` works in, or None (SQLite, or no schema named)."""
+    schema = engine.get_execution_options().get(_SCHEMA)
+    return schema if isinstance(schema, str) else None
 
 
 def _configure_sqlite(engine: AsyncEngine, synchronous: str, busy_timeout_ms: int) -> None:
@@ -97,8 +147,11 @@ def session_factory(
 
 
 async def create_tables(engine: AsyncEngine, *extra: MetaData) -> None:
-    """Create tidings' tables (and those of ``extra`` metadata) if missing."""
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-        for more in extra:
-            await conn.run_sync(more.create_all)
+    """Bring tidings' tables, and those of ``extra``, up to date; safe to call at every start.
+
+    In one transaction that concurrent callers take in turn: the engine's PostgreSQL schema
+    is created if missing, then each metadata that names a migration tree is upgraded to its
+    head, and each other one gets its missing tables (see :mod:`tidings.migrations`)."""
+    from tidings.migrations import upgrade
+
+    await upgrade(engine, metadata, *extra)

@@ -1,4 +1,8 @@
-"""Write events through the caller's session, so they commit or roll back with the change."""
+"""Write events through the caller's session, so they commit or roll back with the change.
+
+On PostgreSQL each insert also notifies the relays of its schema, at commit (see
+:mod:`tidings.outbox.postgres`), so relays in other processes publish at once too.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from tidings.errors import EventTooLarge
 from tidings.events import Event
 from tidings.events.codecs import MAX_EVENT_BYTES, Codec, get_codec
 from tidings.events.model import utc_now
+from tidings.outbox.postgres import notification
 from tidings.outbox.table import outbox_table
 
 __all__ = ["Outbox"]
@@ -44,22 +49,24 @@ class Outbox:
         body = self.codec.encode(event)
         if len(body) > self.max_event_bytes:
             raise EventTooLarge(len(body), self.max_event_bytes)
-        await session.execute(
-            insert(outbox_table).values(
-                event_id=str(event.id),
-                topic=topic,
-                event_type=event.event_type,
-                entity_id=event.entity_id,
-                entity_version=event.entity_version,
-                correlation_id=event.correlation_id,
-                body=body,
-                headers={
-                    "content-type": self.codec.content_type,
-                    "correlation-id": event.correlation_id,
-                },
-                created_at=utc_now(),
-            )
+        statement = insert(outbox_table).values(
+            event_id=str(event.id),
+            topic=topic,
+            event_type=event.event_type,
+            entity_id=event.entity_id,
+            entity_version=event.entity_version,
+            correlation_id=event.correlation_id,
+            body=body,
+            headers={
+                "content-type": self.codec.content_type,
+                "correlation-id": event.correlation_id,
+            },
+            created_at=utc_now(),
         )
+        if session.get_bind().dialect.name == "postgresql":
+            await session.execute(statement.returning(notification()))
+        else:
+            await session.execute(statement)
         self._wake_after_commit(session)
 
     def _wake_after_commit(self, session: AsyncSession) -> None:

@@ -1,0 +1,1 @@
+"""The Alembic revisions of tidings' own tables (outbox, inbox, subset versions)."""
