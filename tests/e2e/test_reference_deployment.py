@@ -454,4 +454,9 @@ async def test_apis_and_listeners_serve_metrics(
 
     await eventually(applied, lambda n: n >= 1)
     api = (await http.get(f"{d.person}/metrics")).text
-    assert "tidings_events_published_total" in api
+    published = [
+        line
+        for line in api.splitlines()
+        if line.startswith('tidings_events_published_total{topic="person"}')
+    ]
+    assert published and float(published[0].rsplit(" ", 1)[1]) >= 1

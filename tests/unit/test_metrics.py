@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 import httpx
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tidings.brokers.memory import MemoryBroker
-from tidings.events import Event
+from tidings.events import Event, utc_now
 from tidings.listener import Listener, ListenerRuntime, Retry
+from tidings.outbox import Outbox, Relay, outbox_table
 from tidings.testing import drain, publish_events
 from tidings.topology import Backoff, Subscription, Topology
 from tidings.web import AuthSettings, install
@@ -73,3 +77,27 @@ async def test_api_serves_prometheus_metrics_without_a_token() -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     assert "tidings_events_settled_total" in response.text
+
+
+async def test_relay_counts_what_it_published_and_reports_outbox_lag(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    broker = MemoryBroker()
+    await broker.declare(Topology.build(["lagging"], []))
+    outbox = Outbox()
+    before = sample("tidings_events_published_total", topic="lagging")
+    async with sessions() as session, session.begin():
+        for i in range(3):
+            await outbox.add(
+                session,
+                "lagging",
+                Event(event_type="Tick", source_domain="d", source_system="s", entity_id=f"e{i}"),
+            )
+        await session.execute(update(outbox_table).values(created_at=utc_now() - timedelta(60)))
+    relay = Relay(engine, broker, outbox=outbox)
+    assert await relay.run_once() == 3
+    assert sample("tidings_outbox_lag_seconds") >= 60 * 86400 - 5
+    assert sample("tidings_events_published_total", topic="lagging") - before == 3
+    assert await relay.run_once() == 0
+    assert sample("tidings_outbox_lag_seconds") == 0
+    await broker.close()
