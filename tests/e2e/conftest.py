@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,8 @@ class Deployment:
     activity: str
     token: str
     output: list[str]
+    backend: str = "sqlite"
+    broker_url: str = ""
 
     def headers(self, token: str | None = None, **extra: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token or self.token}", **extra}
@@ -117,14 +120,93 @@ def stop(deployment: Deployment, timeout: float = 30) -> int:
     return deployment.process.returncode
 
 
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    running = start(tmp_path_factory.mktemp("up") / ".tidings")
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+BACKENDS = {
+    "sqlite": (),
+    "amqp": (pytest.mark.rabbitmq, pytest.mark.postgres),
+    "nats": (pytest.mark.nats, pytest.mark.postgres),
+}
+"""Where the module-wide deployment runs: the embedded default, and each real broker with
+every domain on PostgreSQL."""
+
+
+def backend_args(backend: str, prefix: str) -> list[str]:
+    """The ``tidings up`` options that put a deployment on ``backend``, its names prefixed."""
+    from ..conftest import require_service
+
+    if backend == "sqlite":
+        return []
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    database = ["--database-url", f"{PG_URL}?schema={prefix}"]
+    if backend == "amqp":
+        require_service("RabbitMQ", "127.0.0.1", 5672)
+        return ["--broker", f"amqp://guest:guest@127.0.0.1:5672/?namespace={prefix}", *database]
+    require_service("NATS", "127.0.0.1", 4222)
+    return ["--broker", f"nats://127.0.0.1:4222/?namespace={prefix}", *database]
+
+
+def clean_up(backend: str, prefix: str, args: list[str]) -> None:
+    """Drop what a deployment on a shared server left: schemas and broker names."""
+    if backend == "sqlite":
+        return
+    subprocess.run(
+        [
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-q",
+            "-c",
+            "; ".join(
+                f'DROP SCHEMA IF EXISTS "{prefix}_{d}" CASCADE'
+                for d in ("person", "tenure", "activity")
+            ),
+        ],
+        check=False,
+        capture_output=True,
+        timeout=60,
+    )
+    broker_url = args[args.index("--broker") + 1]
+
+    async def forget() -> None:
+        from tidings.brokers import connect
+
+        broker: Any = await connect(broker_url)
+        try:
+            if hasattr(broker, "delete_namespace"):
+                await broker.delete_namespace()
+        finally:
+            await broker.close()
+
+    asyncio.run(forget())
+
+
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param(name, marks=marks, id=name) for name, marks in BACKENDS.items()],
+)
+def deployment(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    prefix = f"e2e_{uuid.uuid4().hex[:10]}"
+    args = backend_args(request.param, prefix)
+    running = start(tmp_path_factory.mktemp("up") / ".tidings", *args)
+    running.backend = request.param
+    running.broker_url = (
+        args[args.index("--broker") + 1]
+        if "--broker" in args
+        else f"sqlite:///{running.home}/broker.db"
+    )
     try:
         yield running
     finally:
         if running.process.poll() is None:
             stop(running)
+        clean_up(request.param, prefix, args)
 
 
 @pytest.fixture

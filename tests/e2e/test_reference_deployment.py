@@ -325,7 +325,7 @@ async def test_council_event_without_version_is_applied_by_re_reading_the_source
     }
     path = tmp_path / "event.json"
     path.write_text(json.dumps(council))
-    broker = f"sqlite:///{d.home}/broker.db"
+    broker = d.broker_url
     result = subprocess.run(
         [
             sys.executable,
