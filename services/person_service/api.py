@@ -3,7 +3,6 @@ its outbox; a relay in the same process publishes each commit at once."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -13,10 +12,8 @@ from fastapi import Body, Depends, FastAPI, Header, Request, Response
 from person_service.model import PersonCreate, PersonOut, PersonPatch
 from person_service.store import PersonStore
 from person_service.tables import metadata
-from tidings.brokers import connect
 from tidings.config import Settings
-from tidings.db import create_engine, create_tables
-from tidings.outbox import Outbox, Relay
+from tidings.runner import publishing_domain
 from tidings.web import (
     AuthSettings,
     CorrelationId,
@@ -44,20 +41,9 @@ def create_app(settings: Settings | None = None, auth: AuthSettings | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.domain_database_url("person"))
-        await create_tables(engine, metadata)
-        broker = await connect(settings.broker_url)
-        outbox = Outbox()
-        relay = Relay(engine, broker, outbox=outbox)
-        relay_task = asyncio.create_task(relay.run())
-        app.state.store = PersonStore(engine, outbox)
-        try:
+        async with publishing_domain(settings, "person", metadata) as (engine, outbox):
+            app.state.store = PersonStore(engine, outbox)
             yield
-        finally:
-            relay.stop()
-            await relay_task
-            await broker.close()
-            await engine.dispose()
 
     app = FastAPI(title="Person API", version="1.0.0", lifespan=lifespan)
     install(app, auth=auth or AuthSettings.from_env(), name="person-api")

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -14,10 +13,8 @@ from pydantic import BaseModel
 from tenure_service.model import MemberFields, TenureCreate, TenureOut, TenurePatch
 from tenure_service.store import NotFound, TenureStore
 from tenure_service.tables import metadata
-from tidings.brokers import connect
 from tidings.config import Settings
-from tidings.db import create_engine, create_tables
-from tidings.outbox import Outbox, Relay
+from tidings.runner import publishing_domain
 from tidings.web import (
     AuthSettings,
     CorrelationId,
@@ -46,20 +43,9 @@ def create_app(settings: Settings | None = None, auth: AuthSettings | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.domain_database_url("tenure"))
-        await create_tables(engine, metadata)
-        broker = await connect(settings.broker_url)
-        outbox = Outbox()
-        relay = Relay(engine, broker, outbox=outbox)
-        relay_task = asyncio.create_task(relay.run())
-        app.state.store = TenureStore(engine, outbox)
-        try:
+        async with publishing_domain(settings, "tenure", metadata) as (engine, outbox):
+            app.state.store = TenureStore(engine, outbox)
             yield
-        finally:
-            relay.stop()
-            await relay_task
-            await broker.close()
-            await engine.dispose()
 
     app = FastAPI(title="Tenure API", version="1.0.0", lifespan=lifespan)
     install(app, auth=auth or AuthSettings.from_env(), name="tenure-api")

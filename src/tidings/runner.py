@@ -6,6 +6,7 @@ an API stops taking requests, finishes those in flight and stops its relay.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
@@ -20,9 +21,17 @@ from tidings.db import create_engine, create_tables, session_factory
 from tidings.events.catalog import EventCatalog
 from tidings.listener import Listener, ListenerRuntime
 from tidings.metrics import serve_metrics
+from tidings.outbox import Outbox, Relay
 from tidings.topology import Subscription, Topology
 
-__all__ = ["domain_resources", "rereads", "run_listener", "serve_api", "service_main"]
+__all__ = [
+    "domain_resources",
+    "publishing_domain",
+    "rereads",
+    "run_listener",
+    "serve_api",
+    "service_main",
+]
 
 log = logging.getLogger("tidings.runner")
 
@@ -42,6 +51,23 @@ async def domain_resources(
             await broker.close()
     finally:
         await engine.dispose()
+
+
+@asynccontextmanager
+async def publishing_domain(
+    settings: Settings, domain: str, metadata: MetaData
+) -> AsyncIterator[tuple[AsyncEngine, Outbox]]:
+    """What a domain API needs to publish: its database and an outbox, with a relay running
+    beside it (woken by each commit) until the block ends."""
+    async with domain_resources(settings, domain, metadata) as (engine, broker):
+        outbox = Outbox()
+        relay = Relay(engine, broker, outbox=outbox)
+        task = asyncio.create_task(relay.run())
+        try:
+            yield engine, outbox
+        finally:
+            relay.stop()
+            await task
 
 
 async def run_listener(
