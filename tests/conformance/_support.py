@@ -62,8 +62,16 @@ class BrokerFactory:
         return await self()
 
     async def close_all(self) -> None:
+        """Close every broker; the last one first deletes a server-side namespace, if its
+        backend has one, so that tests leave nothing behind on a shared server."""
         while self._opened:
-            await self._opened.pop().close()
+            broker = self._opened.pop()
+            try:
+                delete = getattr(broker, "delete_namespace", None)
+                if not self._opened and delete is not None:
+                    await delete()
+            finally:
+                await broker.close()
 
 
 def sub(name: str, topics: Sequence[str] = ("orders",), **policy: Any) -> Subscription:

@@ -85,6 +85,9 @@ class Capabilities:
     """Published and unsettled messages survive closing and reopening the broker."""
     multi_process: bool
     """Consumers in several OS processes can share a subscription."""
+    shared_depth: bool = True
+    """:meth:`Broker.depth` counts ``in_flight`` deliveries held by every consumer, in any
+    process; when false it counts only those of this broker object's own consumers."""
 
 
 @dataclass(frozen=True, slots=True)
