@@ -1,0 +1,182 @@
+"""Messages per second through the NATS broker, beside raw nats-py doing the same work on the
+same server in the same run.
+
+* publish, batches of 1, 100 and 1000 messages per call: ``NatsBroker.publish`` (every
+  message acknowledged by JetStream before the call returns) against nats-py's
+  ``publish_async`` for the batch followed by waiting for every PubAck;
+* consume+ack with a no-op handler, against a nats-py pull subscription fetching batches of
+  the broker's prefetch: ``NatsBroker.consume`` with deliveries handled by concurrent tasks
+  (as the listener runtime does) against nats-py acking each message without waiting
+  (``msg.ack()``); and one delivery at a time, each ack awaited until the server confirmed
+  it, against nats-py's ``msg.ack_sync()``, the same guarantee;
+* the CPU time per message of each.
+
+Usage: .venv/bin/python benchmarks/nats_broker.py [N] [URL]
+(default N = 20000, URL = nats://127.0.0.1:4222). Uses a namespace of its own and deletes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import uuid
+
+import nats
+from nats.js import JetStreamContext
+
+from tidings.brokers import Delivery, Message
+from tidings.brokers.nats import NatsBroker
+from tidings.topology import Subscription, Topology
+
+PREFETCH = 256
+BODY = b'{"data": "' + b"x" * 300 + b'"}'
+
+
+def messages(count: int, prefix: str) -> list[Message]:
+    return [
+        Message(
+            id=f"{prefix}-{i}",
+            event_type="OrderPlaced",
+            key=f"order-{i % 1000}",
+            body=BODY,
+            headers={"correlation-id": f"c-{i}"},
+        )
+        for i in range(count)
+    ]
+
+
+class Clock:
+    """Wall time and process CPU time of a block."""
+
+    def __enter__(self) -> Clock:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+
+
+def report(what: str, count: int, ours: Clock, raw: Clock) -> None:
+    print(
+        f"{what:<40} NatsBroker {count / ours.wall:>9,.0f} msg/s "
+        f"({ours.cpu / count * 1e6:5.0f} µs CPU/msg) | nats-py {count / raw.wall:>9,.0f} msg/s "
+        f"({raw.cpu / count * 1e6:5.0f} µs CPU/msg) | ratio {raw.wall / ours.wall:4.2f}"
+    )
+
+
+async def broker_publish(broker: NatsBroker, count: int, batch: int, prefix: str) -> Clock:
+    sent = messages(count, prefix)
+    with Clock() as clock:
+        for i in range(0, count, batch):
+            await broker.publish("orders", sent[i : i + batch])
+    return clock
+
+
+async def raw_publish(js: JetStreamContext, subject: str, count: int, batch: int) -> Clock:
+    with Clock() as clock:
+        for i in range(0, count, batch):
+            futures = [
+                await js.publish_async(
+                    subject,
+                    BODY,
+                    headers={"Nats-Msg-Id": f"raw-{batch}-{j}", "correlation-id": f"c-{j}"},
+                )
+                for j in range(i, min(count, i + batch))
+            ]
+            await asyncio.gather(*futures)
+    return clock
+
+
+async def broker_consume(broker: NatsBroker, count: int, concurrent: bool) -> Clock:
+    done = asyncio.Event()
+    acked = 0
+    handlers: set[asyncio.Task[None]] = set()
+
+    async def handle(delivery: Delivery) -> None:
+        nonlocal acked
+        await delivery.ack()
+        acked += 1
+        if acked == count:
+            done.set()
+
+    with Clock() as clock:
+        async with broker.consume("work", prefetch=PREFETCH) as consumer:
+            if not concurrent:
+                for _ in range(count):
+                    await handle(await consumer.__anext__())
+            else:
+
+                async def pump() -> None:
+                    async for delivery in consumer:
+                        task = asyncio.create_task(handle(delivery))
+                        handlers.add(task)
+                        task.add_done_callback(handlers.discard)
+
+                pumping = asyncio.create_task(pump())
+                await done.wait()
+                pumping.cancel()
+    return clock
+
+
+async def raw_consume(js: JetStreamContext, stream: str, count: int, confirm: bool) -> Clock:
+    psub = await js.pull_subscribe_bind("raw", stream=stream)
+    got = 0
+    with Clock() as clock:
+        while got < count:
+            for msg in await psub.fetch(PREFETCH, timeout=5):
+                if confirm:
+                    await msg.ack_sync()
+                else:
+                    await msg.ack()
+                got += 1
+        await js._nc.flush()
+    await psub.unsubscribe()
+    return clock
+
+
+async def main(n: int, url: str) -> None:
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    topology = Topology.build(["orders"], [Subscription(name="work", topics=("orders",))])
+    broker = await NatsBroker.open(f"{url}?namespace={namespace}")
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    raw_stream = f"{namespace}_raw"
+    try:
+        await broker.declare(topology)
+        await js.add_stream(name=raw_stream, subjects=[f"{namespace}.raw.*"], retention="interest")
+        await js.add_consumer(
+            raw_stream,
+            durable_name="raw",
+            ack_policy="explicit",
+            filter_subject=f"{namespace}.raw.*",
+            max_ack_pending=-1,
+        )
+        subject = f"{namespace}.raw.OrderPlaced"
+        for batch in (1, 100, 1000):
+            count = min(n, 2000) if batch == 1 else n
+            ours = await broker_publish(broker, count, batch, f"b{batch}")
+            raw = await raw_publish(js, subject, count, batch)
+            report(f"publish, {batch}/call", count, ours, raw)
+            sequential = batch == 1
+            ours = await broker_consume(broker, count, concurrent=not sequential)
+            raw = await raw_consume(js, raw_stream, count, confirm=sequential)
+            style = "one at a time (ack_sync)" if sequential else "concurrent (ack)"
+            report(f"consume+ack, {style}", count, ours, raw)
+    finally:
+        await nc.request(f"$JS.API.STREAM.DELETE.{raw_stream}", b"", timeout=5)
+        await nc.close()
+        await broker.delete_namespace()
+        await broker.close()
+    print(json.dumps({"n": n, "url": url, "prefetch": PREFETCH}))
+
+
+if __name__ == "__main__":
+    asyncio.run(
+        main(
+            int(sys.argv[1]) if len(sys.argv) > 1 else 20_000,
+            sys.argv[2] if len(sys.argv) > 2 else "nats://127.0.0.1:4222",
+        )
+    )
