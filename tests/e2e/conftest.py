@@ -91,9 +91,13 @@ def start(home: Path, *extra: str) -> Deployment:
         if time.monotonic() > deadline:
             break
     else:
+        process.wait()
+        process.stdout.close()
         pytest.fail("tidings up exited early:\n" + "".join(output))
     if not any("tidings is up" in line for line in output):
         process.kill()
+        process.wait()
+        process.stdout.close()
         pytest.fail("tidings up did not come up:\n" + "".join(output))
     token = (home / "dev-token").read_text().strip()
     return Deployment(
@@ -139,11 +143,12 @@ def backend_args(backend: str, prefix: str) -> list[str]:
         return []
     require_service("PostgreSQL", "127.0.0.1", 5432)
     database = ["--database-url", f"{PG_URL}?schema={prefix}"]
+    namespace = prefix.replace("_", "-")
     if backend == "amqp":
         require_service("RabbitMQ", "127.0.0.1", 5672)
-        return ["--broker", f"amqp://guest:guest@127.0.0.1:5672/?namespace={prefix}", *database]
+        return ["--broker", f"amqp://guest:guest@127.0.0.1:5672/?namespace={namespace}", *database]
     require_service("NATS", "127.0.0.1", 4222)
-    return ["--broker", f"nats://127.0.0.1:4222/?namespace={prefix}", *database]
+    return ["--broker", f"nats://127.0.0.1:4222/?namespace={namespace}", *database]
 
 
 def clean_up(backend: str, prefix: str, args: list[str]) -> None:
