@@ -9,13 +9,23 @@ import os
 import signal
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from ..e2e.conftest import Deployment, backend_args, clean_up, eventually, start, stop
+from ..e2e.conftest import (
+    PG_URL,
+    Deployment,
+    backend_args,
+    clean_up,
+    drop_schemas,
+    eventually,
+    start,
+    stop,
+)
 
 pytestmark = [pytest.mark.chaos, pytest.mark.e2e, pytest.mark.slow]
 
@@ -54,15 +64,57 @@ async def test_killing_one_of_each_process_under_load_loses_and_doubles_nothing(
     prefix = f"ha_{uuid.uuid4().hex[:10]}"
     args = backend_args(backend, prefix)
     d = start(tmp_path / ".tidings", *args, "--instances", "2")
+    killed: list[int] = []
+
+    def kill_one_of_each() -> None:
+        for role in (
+            "person_service api",
+            "tenure_service listener",
+            "person_service listener",
+            "activity_service listener",
+        ):
+            killed.append(kill_one(d, role))
+
     try:
-        await drive(d)
+        await drive(d, kill_one_of_each)
+        assert len(killed) == 4
     finally:
         if d.process.poll() is None:
             stop(d)
         await asyncio.to_thread(clean_up, backend, prefix, args)
 
 
-async def drive(d: Deployment) -> None:
+async def test_a_nats_cluster_losing_a_node_under_load_loses_and_doubles_nothing(
+    tmp_path: Path,
+) -> None:
+    from ..conftest import require_service
+    from ..integration._nats_servers import cluster, wait_for_jetstream
+
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    nodes = cluster(tmp_path / "nats", 3)
+    for node in nodes:
+        node.start()
+    prefix = f"ha_{uuid.uuid4().hex[:10]}"
+    hosts = ",".join(n.url.removeprefix("nats://") for n in nodes)
+    broker = f"nats://{hosts}/?namespace={prefix.replace('_', '-')}&replicas=3"
+    args = ["--broker", broker, "--database-url", f"{PG_URL}?schema={prefix}"]
+    try:
+        await wait_for_jetstream(nodes[0].url)
+        d = start(tmp_path / ".tidings", *args)
+        try:
+            await drive(d, lambda: nodes[0].stop(signal.SIGKILL))
+        finally:
+            if d.process.poll() is None:
+                stop(d)
+    finally:
+        for node in nodes:
+            node.stop()
+        await asyncio.to_thread(drop_schemas, prefix)
+
+
+async def drive(d: Deployment, fault: Callable[[], None]) -> None:
+    """Create people in tenures, rename them UPDATES times (``fault`` a third of the way),
+    then check every accepted rename reached the tenure and the history exactly once."""
     base = int(d.person.rsplit(":", 1)[1])
     persons = [d.person, f"http://127.0.0.1:{base + 3}"]
     async with httpx.AsyncClient(timeout=10, headers=d.headers()) as http:
@@ -84,18 +136,11 @@ async def drive(d: Deployment) -> None:
             people.append((pid, r.json()["id"]))
 
         accepted: dict[str, list[str]] = {pid: [] for pid, _ in people}
-        killed: list[int] = []
         for n in range(UPDATES):
             pid, _ = people[n % PEOPLE]
             surname = f"S{n}"
             if n == UPDATES // 3:
-                for role in (
-                    "person_service api",
-                    "tenure_service listener",
-                    "person_service listener",
-                    "activity_service listener",
-                ):
-                    killed.append(kill_one(d, role))
+                fault()
             for attempt in range(40):
                 url = persons[(n + attempt) % 2] + f"/api/v1/persons/{pid}"
                 try:
@@ -130,7 +175,6 @@ async def drive(d: Deployment) -> None:
                 if a["eventType"] == "PersonUpdatedEvent"
             )
             assert max(surnames.values()) == 1, "a change was published as two events"
-        assert len(killed) == 4
 
 
 async def _get(http: httpx.AsyncClient, url: str) -> dict[str, Any]:

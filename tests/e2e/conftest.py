@@ -151,10 +151,8 @@ def backend_args(backend: str, prefix: str) -> list[str]:
     return ["--broker", f"nats://127.0.0.1:4222/?namespace={namespace}", *database]
 
 
-def clean_up(backend: str, prefix: str, args: list[str]) -> None:
-    """Drop what a deployment on a shared server left: schemas and broker names."""
-    if backend == "sqlite":
-        return
+def drop_schemas(prefix: str) -> None:
+    """Drop the domain schemas a deployment made with ``?schema=prefix``."""
     subprocess.run(
         [
             "psql",
@@ -175,6 +173,13 @@ def clean_up(backend: str, prefix: str, args: list[str]) -> None:
         capture_output=True,
         timeout=60,
     )
+
+
+def clean_up(backend: str, prefix: str, args: list[str]) -> None:
+    """Drop what a deployment on a shared server left: schemas and broker names."""
+    if backend == "sqlite":
+        return
+    drop_schemas(prefix)
     broker_url = args[args.index("--broker") + 1]
 
     async def forget() -> None:
