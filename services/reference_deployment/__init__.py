@@ -25,41 +25,51 @@ METRICS_OFFSET = 100
 """A listener serves ``/metrics`` on its domain API's port plus this (8101 for person)."""
 
 
-def processes(host: str, ports: Mapping[str, int], instances: int = 1) -> list[ProcessSpec]:
+def processes(
+    host: str,
+    ports: Mapping[str, int],
+    instances: int = 1,
+    scale: Mapping[str, int] | None = None,
+) -> list[ProcessSpec]:
     """Every process of the deployment: ``instances`` copies of each domain's API and
-    listener. Copy ``k`` of a domain's API listens on its port plus ``k * len(ports)``, and
-    its listener serves metrics on that port plus :data:`METRICS_OFFSET`; listeners re-read
-    sources through copy 0."""
+    listener, or as many as ``scale`` says for a role (``{"tenure-listener": 3}``). Copy ``k``
+    of a domain's API listens on its port plus ``k * len(ports)``, and copy ``k`` of its
+    listener serves metrics on that port plus :data:`METRICS_OFFSET`; listeners re-read
+    sources through copy 0. An unknown role in ``scale`` raises ValueError."""
+    roles = [f"{domain}-{part}" for domain in ports for part in ("api", "listener")]
+    unknown = set(scale or {}) - set(roles)
+    if unknown:
+        raise ValueError(f"unknown process {sorted(unknown)[0]!r}; known: {', '.join(roles)}")
+    counts = {role: (scale or {}).get(role, instances) for role in roles}
     urls = {domain: f"http://{host}:{port}" for domain, port in ports.items()}
     env = {"TIDINGS_PERSON_API_URL": urls["person"], "TIDINGS_TENURE_API_URL": urls["tenure"]}
     specs = []
-    for k in range(instances):
-        suffix = f"-{k + 1}" if instances > 1 else ""
+    for k in range(max(counts.values())):
         for domain, port in ports.items():
             module = f"{domain}_service"
             api_port = port + k * len(ports)
-            specs.append(
-                ProcessSpec(
-                    name=f"{domain}-api{suffix}",
-                    argv=[
-                        sys.executable,
-                        "-m",
-                        module,
-                        "api",
-                        "--host",
-                        host,
-                        "--port",
-                        str(api_port),
-                    ],
-                    env=env,
-                    url=f"http://{host}:{api_port}",
-                )
-            )
-            specs.append(
-                ProcessSpec(
-                    name=f"{domain}-listener{suffix}",
-                    argv=[sys.executable, "-m", module, "listener"],
-                    env={**env, "TIDINGS_METRICS_PORT": str(api_port + METRICS_OFFSET)},
-                )
-            )
+            for part in ("api", "listener"):
+                role = f"{domain}-{part}"
+                if k >= counts[role]:
+                    continue
+                name = f"{role}-{k + 1}" if counts[role] > 1 else role
+                if part == "api":
+                    argv = ["api", "--host", host, "--port", str(api_port)]
+                    specs.append(
+                        ProcessSpec(
+                            name=name,
+                            argv=[sys.executable, "-m", module, *argv],
+                            env=env,
+                            url=f"http://{host}:{api_port}",
+                        )
+                    )
+                else:
+                    metrics = {"TIDINGS_METRICS_PORT": str(api_port + METRICS_OFFSET)}
+                    specs.append(
+                        ProcessSpec(
+                            name=name,
+                            argv=[sys.executable, "-m", module, "listener"],
+                            env={**env, **metrics},
+                        )
+                    )
     return specs

@@ -181,6 +181,10 @@ def up(
         "reference_deployment"
     ),
     instances: Annotated[int, typer.Option(help="Copies of each API and listener.")] = 1,
+    scale: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=N copies of one process (e.g. tenure-listener=3); repeatable."),
+    ] = None,
 ) -> None:
     """Run the reference deployment: its APIs and listeners, until Ctrl-C."""
     from tidings.cli.up import run_up
@@ -194,8 +198,19 @@ def up(
             base_port=base_port,
             deployment=deployment,
             instances=instances,
+            scale=_scale(scale or []),
         )
     )
+
+
+def _scale(items: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for item in items:
+        name, _, count = item.partition("=")
+        if not name or not count.isdigit() or int(count) < 1:
+            raise fail(f"--scale {item!r}: expected NAME=N with N at least 1")
+        counts[name] = int(count)
+    return counts
 
 
 def main() -> None:

@@ -62,6 +62,7 @@ async def run_up(
     base_port: int,
     deployment: str,
     instances: int = 1,
+    scale: dict[str, int] | None = None,
 ) -> None:
     if instances < 1:
         raise ConfigurationError("--instances must be at least 1")
@@ -69,6 +70,11 @@ async def run_up(
         module: Any = importlib.import_module(deployment)
     except ImportError as exc:
         raise ConfigurationError(f"deployment {deployment!r} cannot be imported: {exc}") from None
+    ports = {domain: base_port + i for i, domain in enumerate(module.PORTS)}
+    try:
+        specs: list[ProcessSpec] = module.processes(host, ports, instances, scale or {})
+    except ValueError as exc:
+        raise ConfigurationError(f"--scale: {exc}") from None
     home = home.resolve()
     broker_url = broker or f"sqlite:///{home}/broker.db"
     secret, dev_token, service_token = prepare_home(home)
@@ -84,8 +90,6 @@ async def run_up(
         f"{len(module.TOPOLOGY.subscriptions)} subscriptions"
     )
 
-    ports = {domain: base_port + i for i, domain in enumerate(module.PORTS)}
-    specs: list[ProcessSpec] = module.processes(host, ports, instances)
     env = {
         "TIDINGS_HOME": str(home),
         "TIDINGS_BROKER": broker_url,
