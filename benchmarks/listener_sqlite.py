@@ -1,11 +1,14 @@
-"""Events per second through the embedded default, end to end on one machine:
+"""Events per second through tidings on one machine (the embedded default unless a broker
+and database URL are given):
 
 * relay: outbox rows committed (batches of 100 per transaction) -> published to the SQLite
   broker by the relay;
 * listener: a no-op handler under the full listener runtime (decode, dispatch, settle),
   with the inbox (a transaction per event) and without it.
 
-Usage: .venv/bin/python benchmarks/listener_sqlite.py [N]
+Usage: .venv/bin/python benchmarks/listener_sqlite.py [N] [BROKER_URL [DATABASE_URL]]
+e.g. ... 5000 'amqp://guest:guest@127.0.0.1:5672/?namespace=bench' \
+         'postgresql://postgres@127.0.0.1:5432/test?schema=bench'
 """
 
 from __future__ import annotations
@@ -41,15 +44,15 @@ def make_events(n: int) -> list[Event]:
     ]
 
 
-async def main(n: int) -> None:
+async def main(n: int, broker_url: str | None, database_url: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         subs = [
             Subscription(name=name, topics=("person",), in_flight=128)
             for name in ("with-inbox", "without-inbox")
         ]
-        broker = await connect(f"sqlite:///{tmp}/broker.db")
+        broker = await connect(broker_url or f"sqlite:///{tmp}/broker.db")
         await broker.declare(Topology.build(["person"], subs))
-        engine = create_engine(f"sqlite:///{Path(tmp)}/domain.db", pool_size=1, max_overflow=0)
+        engine = create_engine(database_url or f"sqlite:///{Path(tmp)}/domain.db")
         await create_tables(engine)
         sessions = session_factory(engine)
         outbox = Outbox()
@@ -90,9 +93,18 @@ async def main(n: int) -> None:
             assert stats[Outcome.APPLIED] == n, stats
             label = f"inbox, batch {batch}" if inbox else "no inbox"
             print(f"listener, no-op handler, {label:15}: {n / took:8.0f} events/s")
+        if hasattr(broker, "delete_namespace"):
+            await broker.delete_namespace()
         await broker.close()
         await engine.dispose()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 5000))
+    args = sys.argv[1:]
+    asyncio.run(
+        main(
+            int(args[0]) if args else 5000,
+            args[1] if len(args) > 1 else None,
+            args[2] if len(args) > 2 else None,
+        )
+    )

@@ -47,6 +47,7 @@ from tidings.topology import Topology
 __all__ = [
     "Broker",
     "Capabilities",
+    "ClosesOnExit",
     "Consumer",
     "DeadLetter",
     "Delivery",
@@ -122,6 +123,25 @@ class DeadLetter:
     attempts: int
     first_failed_at: datetime | None
     last_failed_at: datetime
+
+
+class ClosesOnExit:
+    """``async with`` for brokers and consumers: entering returns the object itself, leaving
+    calls its ``close()``."""
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
 
 
 @runtime_checkable

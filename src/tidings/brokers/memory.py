@@ -25,7 +25,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import ClassVar, Self
 
-from tidings.brokers.base import Capabilities, Consumer, DeadLetter, Delivery, Depth, Message
+from tidings.brokers.base import (
+    Capabilities,
+    ClosesOnExit,
+    Consumer,
+    DeadLetter,
+    Delivery,
+    Depth,
+    Message,
+)
 from tidings.errors import BrokerUnavailable, UnknownSubscription, UnknownTopic
 from tidings.topology import Subscription, Topology
 
@@ -219,7 +227,7 @@ class _Delivery:
         return f"<memory delivery {self.message.id!r} attempt {self.attempt}>"
 
 
-class _Consumer:
+class _Consumer(ClosesOnExit):
     """Takes from one subscription; at most ``prefetch`` unsettled deliveries at once."""
 
     def __init__(self, broker: MemoryBroker, subscription: str, prefetch: int | None) -> None:
@@ -300,11 +308,8 @@ class _Consumer:
         self._resolve()
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.shut()
 
-
-class MemoryBroker:
+class MemoryBroker(ClosesOnExit):
     """A :class:`~tidings.brokers.base.Broker` held in this process's memory."""
 
     _named: ClassVar[dict[str, MemoryBroker]] = {}
@@ -410,12 +415,6 @@ class MemoryBroker:
             consumer.shut()
         for queue in self._queues.values():
             queue.stop_timers()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     def __repr__(self) -> str:
         return f"<MemoryBroker {self._name or hex(id(self))}{' closed' if self._closed else ''}>"

@@ -7,14 +7,12 @@ import contextlib
 import logging
 import re
 from collections.abc import Callable, Sequence
-from types import TracebackType
-from typing import Self
 
 import nats
 import nats.errors
 from nats.aio.client import Client
 
-from tidings.brokers.base import Capabilities, Consumer, DeadLetter, Depth, Message
+from tidings.brokers.base import Capabilities, ClosesOnExit, Consumer, DeadLetter, Depth, Message
 from tidings.brokers.nats import admin, codec
 from tidings.brokers.nats.api import NotFound
 from tidings.brokers.nats.consumer import NatsConsumer
@@ -34,7 +32,7 @@ _TOPIC = re.compile(NAME_PATTERN)
 _EVENT_TYPE = re.compile(EVENT_TYPE_PATTERN)
 
 
-class NatsBroker:
+class NatsBroker(ClosesOnExit):
     """A :class:`~tidings.brokers.base.Broker` on NATS JetStream. Open it with :meth:`open`
     (or :func:`tidings.brokers.connect`); see :mod:`tidings.brokers.nats` for the design and
     what it promises."""
@@ -146,17 +144,6 @@ class NatsBroker:
             await core.nc.flush(timeout=2)
         with contextlib.suppress(Exception):
             await core.nc.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def __repr__(self) -> str:
         state = " closed" if self._closed else ""

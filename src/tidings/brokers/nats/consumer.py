@@ -9,13 +9,12 @@ import contextlib
 import logging
 import time
 from collections import deque
-from types import TracebackType
 from typing import Self
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
-from tidings.brokers.base import Delivery
+from tidings.brokers.base import ClosesOnExit, Delivery
 from tidings.brokers.nats import catalog, codec
 from tidings.brokers.nats.api import TRANSIENT, unavailable
 from tidings.brokers.nats.catalog import Policy
@@ -35,7 +34,7 @@ DRAIN = 5.0
 """Longest wait on close for messages already on their way to the consumer."""
 
 
-class NatsConsumer:
+class NatsConsumer(ClosesOnExit):
     """See the module docstring and :mod:`tidings.brokers.nats`."""
 
     def __init__(self, core: Core, subscription: str, prefetch: int | None) -> None:
@@ -275,14 +274,6 @@ class NatsConsumer:
     async def __aenter__(self) -> Self:
         await self._start()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def __repr__(self) -> str:
         state = " closed" if self._closed else ""

@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from functools import partial
-from types import TracebackType
-from typing import Self
 
 import aiormq
 
-from tidings.brokers.base import Capabilities, Consumer, DeadLetter, Depth, Message
+from tidings.brokers.base import Capabilities, ClosesOnExit, Consumer, DeadLetter, Depth, Message
 from tidings.brokers.rabbitmq import admin, dead
 from tidings.brokers.rabbitmq.consumer import RabbitConsumer
 from tidings.brokers.rabbitmq.hub import Hub
@@ -35,7 +33,7 @@ CAPABILITIES = Capabilities(
 * ``multi_process``: any number of processes and machines consume one subscription."""
 
 
-class RabbitBroker:
+class RabbitBroker(ClosesOnExit):
     """A :class:`~tidings.brokers.base.Broker` on a RabbitMQ server (or cluster).
 
     Open it with :meth:`open` (or :func:`tidings.brokers.connect`). See
@@ -147,17 +145,6 @@ class RabbitBroker:
         :class:`RabbitConsumer`), then the connection. Idempotent."""
         await asyncio.gather(*(c.close() for c in list(self._hub.consumers)))
         await self._hub.link.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def __repr__(self) -> str:
         options = self.options

@@ -15,10 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from types import TracebackType
 from typing import Self
 
-from tidings.brokers.base import Delivery
+from tidings.brokers.base import ClosesOnExit, Delivery
 from tidings.brokers.rabbitmq.hub import Hub
 from tidings.brokers.rabbitmq.link import broker_error, is_not_found
 from tidings.brokers.rabbitmq.records import Policy
@@ -32,7 +31,7 @@ log = logging.getLogger("tidings.brokers.rabbitmq")
 _RECONNECT_FIRST, _RECONNECT_MAX = 0.05, 2.0
 
 
-class RabbitConsumer:
+class RabbitConsumer(ClosesOnExit):
     """Deliveries of one subscription, at most ``prefetch`` unsettled at once (default: the
     subscription's ``in_flight``). Closing gives back what it holds (see
     :meth:`Session.give_back <tidings.brokers.rabbitmq.session.Session.give_back>`)."""
@@ -177,14 +176,6 @@ class RabbitConsumer:
     async def __aenter__(self) -> Self:
         await self._start()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def __repr__(self) -> str:
         state = " closed" if self._closed else ""

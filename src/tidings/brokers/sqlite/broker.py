@@ -5,10 +5,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from functools import partial
-from types import TracebackType
-from typing import Self
 
-from tidings.brokers.base import Capabilities, Consumer, DeadLetter, Depth, Message
+from tidings.brokers.base import Capabilities, ClosesOnExit, Consumer, DeadLetter, Depth, Message
 from tidings.brokers.sqlite import admin, queries
 from tidings.brokers.sqlite.consumer import SqliteConsumer
 from tidings.brokers.sqlite.database import Database
@@ -23,7 +21,7 @@ __all__ = ["CAPABILITIES", "SqliteBroker"]
 CAPABILITIES = Capabilities(per_key_order=True, leases=True, durable=True, multi_process=True)
 
 
-class SqliteBroker:
+class SqliteBroker(ClosesOnExit):
     """A :class:`~tidings.brokers.base.Broker` kept in one SQLite database file (WAL mode)
     that any number of processes on one machine open at once.
 
@@ -91,17 +89,6 @@ class SqliteBroker:
         """Close every consumer of this broker object (their unsettled deliveries come back
         at once), commit pending settlements and close the file. Idempotent."""
         await self._hub.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def __repr__(self) -> str:
         state = " closed" if self._hub.closed else ""

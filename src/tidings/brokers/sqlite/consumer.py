@@ -16,10 +16,9 @@ import socket
 import time
 from collections import deque
 from functools import partial
-from types import TracebackType
 from typing import Literal, Self
 
-from tidings.brokers.base import Delivery, Message
+from tidings.brokers.base import ClosesOnExit, Delivery, Message
 from tidings.brokers.sqlite import queries
 from tidings.brokers.sqlite.hub import Hub
 from tidings.brokers.sqlite.queries import Claimed, Policy, Settlement
@@ -95,7 +94,7 @@ class SqliteDelivery:
         return f"<sqlite delivery {self.message.id!r} attempt {self.attempt}>"
 
 
-class SqliteConsumer:
+class SqliteConsumer(ClosesOnExit):
     """Deliveries of one subscription, at most ``prefetch`` unsettled at once (default: the
     subscription's ``in_flight``). Closing gives back at once what is unsettled: deliveries
     already handed out keep their attempt, those still buffered here do not count one."""
@@ -248,14 +247,6 @@ class SqliteConsumer:
     async def __aenter__(self) -> Self:
         await self._start()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def __repr__(self) -> str:
         state = " closed" if self._closed else ""
