@@ -71,7 +71,7 @@ async def main(n: int, broker_url: str | None, database_url: str | None) -> None
             pass
         relayed = time.perf_counter() - start
         print(f"outbox write (100/txn): {n / written:8.0f} events/s")
-        print(f"relay -> sqlite broker: {n / relayed:8.0f} events/s")
+        print(f"relay -> broker:        {n / relayed:8.0f} events/s")
 
         async def noop(event: Event, session: AsyncSession) -> None:
             return None
