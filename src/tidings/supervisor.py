@@ -58,13 +58,18 @@ class Supervisor:
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
         """Return when every API answers ``/health`` with 200; raise TimeoutError if not."""
-        async with httpx.AsyncClient(timeout=2.0) as client, asyncio.timeout(timeout):
-            for spec in self.specs:
-                while spec.url is not None:
-                    with contextlib.suppress(httpx.HTTPError):
-                        if (await client.get(f"{spec.url}/health")).status_code == 200:
-                            break
-                    await asyncio.sleep(0.1)
+        waiting = "every process"
+        try:
+            async with httpx.AsyncClient(timeout=2.0) as client, asyncio.timeout(timeout):
+                for spec in self.specs:
+                    waiting = spec.name
+                    while spec.url is not None:
+                        with contextlib.suppress(httpx.HTTPError):
+                            if (await client.get(f"{spec.url}/health")).status_code == 200:
+                                break
+                        await asyncio.sleep(0.1)
+        except TimeoutError:
+            raise TimeoutError(f"{waiting} did not answer /health within {timeout:g}s") from None
 
     async def stop(self) -> None:
         self._stopping.set()
