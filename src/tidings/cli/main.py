@@ -2,50 +2,32 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
 from tidings import __version__
 from tidings.brokers import Message, connect
 from tidings.cli.catalog import asyncapi, schemas_app
-from tidings.cli.output import fail
+from tidings.cli.dlq import dlq_app
+from tidings.cli.output import DEFAULT_BROKER, BrokerOption, JsonOption, fail, run
 from tidings.errors import TidingsError
 from tidings.events import decode
 from tidings.topology import Topology
 
 __all__ = ["app", "main"]
 
-T = TypeVar("T")
-DEFAULT_BROKER = "sqlite:///.tidings/broker.db"
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="tidings: events between APIs.")
 topology_app = typer.Typer(no_args_is_help=True, help="Topics and subscriptions.")
 app.add_typer(topology_app, name="topology")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(dlq_app, name="dlq")
 app.command("asyncapi")(asyncapi)
 
-BrokerOption = Annotated[
-    str,
-    typer.Option(
-        "--broker", envvar="TIDINGS_BROKER", help="Broker URL (memory://, sqlite:///path)."
-    ),
-]
 FileArgument = Annotated[Path, typer.Argument(help="Topology TOML file.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        return asyncio.run(coro)
-    except TidingsError as exc:
-        raise fail(str(exc)) from None
-    except OSError as exc:
-        raise fail(f"{exc.strerror or exc}") from None
 
 
 def _load(path: Path) -> Topology:
@@ -102,7 +84,7 @@ def topology_apply(
         finally:
             await b.close()
 
-    _run(apply())
+    run(apply())
     typer.echo(
         f"applied {len(topology.topics)} topics and {len(topology.subscriptions)} "
         f"subscriptions to {broker}"
@@ -122,7 +104,7 @@ def depth(
         finally:
             await b.close()
 
-    d = _run(read())
+    d = run(read())
     figures = {"ready": d.ready, "in_flight": d.in_flight, "delayed": d.delayed, "dead": d.dead}
     if as_json:
         typer.echo(json.dumps({"subscription": subscription, **figures}))
@@ -160,7 +142,7 @@ def publish(
         finally:
             await b.close()
 
-    _run(send())
+    run(send())
     typer.echo(f"published {event.event_type} {event.id} to {topic}")
 
 
@@ -189,7 +171,7 @@ def up(
     """Run the reference deployment: its APIs and listeners, until Ctrl-C."""
     from tidings.cli.up import run_up
 
-    _run(
+    run(
         run_up(
             home=home,
             broker=broker,

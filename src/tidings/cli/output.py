@@ -1,13 +1,44 @@
-"""How every command reports a failure: one line on stderr, exit code 2."""
+"""What every command shares: the broker option, ``--json``, and how a failure is reported
+(one line on stderr, exit code 2)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
+from typing import Annotated, Any, TypeVar
+
 import typer
 
-__all__ = ["fail"]
+from tidings.errors import TidingsError
+
+__all__ = ["DEFAULT_BROKER", "BrokerOption", "JsonOption", "fail", "run"]
+
+T = TypeVar("T")
+
+DEFAULT_BROKER = "sqlite:///.tidings/broker.db"
+
+BrokerOption = Annotated[
+    str,
+    typer.Option(
+        "--broker",
+        envvar="TIDINGS_BROKER",
+        help="Broker URL (memory://, sqlite:///path, amqp://, nats://).",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def fail(message: str) -> typer.Exit:
     """Print ``tidings: message`` on stderr and return the exit to raise."""
     typer.echo(f"tidings: {message}", err=True)
     return typer.Exit(2)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro``; a tidings error or an OS error becomes one line and exit 2."""
+    try:
+        return asyncio.run(coro)
+    except TidingsError as exc:
+        raise fail(str(exc)) from None
+    except OSError as exc:
+        raise fail(f"{exc.strerror or exc}") from None
