@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,30 +18,15 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from ..conftest import free_ports
+
 T = TypeVar("T")
 
 
-def free_base_port(count: int = 3) -> int:
-    """A port P such that P..P+count-1 are free on 127.0.0.1 now."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + count > 65535:
-            continue
-        try:
-            held = []
-            for port in range(base, base + count):
-                s = socket.socket()
-                s.bind(("127.0.0.1", port))
-                held.append(s)
-        except OSError:
-            continue
-        finally:
-            for s in held:
-                s.close()
-        return base
-    raise RuntimeError("no free ports")
+def free_base_port() -> int:
+    """A base port for ``tidings up``: room for up to three copies of each API (9 ports) and
+    their listeners' metrics ports (base + 100 onwards)."""
+    return free_ports(9, extra_offsets=(100,))
 
 
 @dataclass

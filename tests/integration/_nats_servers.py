@@ -15,13 +15,13 @@ from pathlib import Path
 
 import nats
 
+from ..conftest import free_ports
+
 NATS_SERVER = "/usr/sbin/nats-server"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports()
 
 
 @dataclass

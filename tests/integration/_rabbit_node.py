@@ -14,25 +14,22 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..conftest import free_ports
+
 SCRIPTS = Path("/usr/lib/rabbitmq/bin")
 START_TIMEOUT = 60.0
 
 
-def free_port(below: int = 50_000) -> int:
-    """A free TCP port under ``below`` (``rabbitmqctl`` uses the distribution port + 10000)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port < below:
-            return port
+def free_port() -> int:
+    """A free TCP port outside the ephemeral range, below 50,000 (``rabbitmqctl`` uses the
+    distribution port + 10000)."""
+    return free_ports()
 
 
 def available() -> str | None:
