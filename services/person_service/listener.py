@@ -5,8 +5,9 @@ Rules: only the summary fields are written, and only for people that exist here 
 about someone unknown is skipped with a log line; a listener never creates a person).
 Every write goes through a per-field version guard, so an older event never overwrites
 newer data, whatever the delivery order. A tenure change carries only its changed fields;
-a new membership is filled by re-reading the tenure from the Tenure API, as are events
-without an ``entityVersion`` (publishers that send none).
+a new membership is filled by re-reading the tenure from the Tenure API, as are a change
+to a tenure no copy exists of yet (its creation may be in flight on a broker without
+per-key order) and events without an ``entityVersion`` (publishers that send none).
 """
 
 from __future__ import annotations
@@ -116,7 +117,13 @@ def build_listener(tenures: SourceClient, *, reread: bool = False) -> Listener:
         changes = {k: v for k, v in (event.event_data.new_data or {}).items() if k in SUMMARY}
         if not changes:
             return
-        for person_id in await _holders(session, event.entity_id):
+        holders = await _holders(session, event.entity_id)
+        if not holders:
+            # No copy yet: the tenure's creation may still be on its way (brokers without
+            # per-key order deliver both at once). The source knows who its members are.
+            await _resync(event, session, tenures)
+            return
+        for person_id in holders:
             await _apply(session, person_id, event.entity_id, event.entity_version, changes)
 
     return listener
