@@ -20,51 +20,18 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import time
 import uuid
 
 import nats
 from nats.js import JetStreamContext
 
-from tidings.brokers import Delivery, Message
+from _side_by_side import BODY, Clock, messages, report
+from tidings.brokers import Delivery
 from tidings.brokers.nats import NatsBroker
 from tidings.topology import Subscription, Topology
 
+NAMES = ("NatsBroker", "nats-py")
 PREFETCH = 256
-BODY = b'{"data": "' + b"x" * 300 + b'"}'
-
-
-def messages(count: int, prefix: str) -> list[Message]:
-    return [
-        Message(
-            id=f"{prefix}-{i}",
-            event_type="OrderPlaced",
-            key=f"order-{i % 1000}",
-            body=BODY,
-            headers={"correlation-id": f"c-{i}"},
-        )
-        for i in range(count)
-    ]
-
-
-class Clock:
-    """Wall time and process CPU time of a block."""
-
-    def __enter__(self) -> Clock:
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.wall = time.perf_counter() - self.wall
-        self.cpu = time.process_time() - self.cpu
-
-
-def report(what: str, count: int, ours: Clock, raw: Clock) -> None:
-    print(
-        f"{what:<40} NatsBroker {count / ours.wall:>9,.0f} msg/s "
-        f"({ours.cpu / count * 1e6:5.0f} µs CPU/msg) | nats-py {count / raw.wall:>9,.0f} msg/s "
-        f"({raw.cpu / count * 1e6:5.0f} µs CPU/msg) | ratio {raw.wall / ours.wall:4.2f}"
-    )
 
 
 async def broker_publish(broker: NatsBroker, count: int, batch: int, prefix: str) -> Clock:
@@ -159,12 +126,12 @@ async def main(n: int, url: str) -> None:
             count = min(n, 2000) if batch == 1 else n
             ours = await broker_publish(broker, count, batch, f"b{batch}")
             raw = await raw_publish(js, subject, count, batch)
-            report(f"publish, {batch}/call", count, ours, raw)
+            report(f"publish, {batch}/call", count, ours, raw, names=NAMES)
             sequential = batch == 1
             ours = await broker_consume(broker, count, concurrent=not sequential)
             raw = await raw_consume(js, raw_stream, count, confirm=sequential)
             style = "one at a time (ack_sync)" if sequential else "concurrent (ack)"
-            report(f"consume+ack, {style}", count, ours, raw)
+            report(f"consume+ack, {style}", count, ours, raw, names=NAMES)
     finally:
         await nc.request(f"$JS.API.STREAM.DELETE.{raw_stream}", b"", timeout=5)
         await nc.close()

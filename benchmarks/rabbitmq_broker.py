@@ -20,51 +20,18 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import time
 import uuid
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
 
-from tidings.brokers import Delivery, Message
+from _side_by_side import BODY, Clock, messages, report
+from tidings.brokers import Delivery
 from tidings.brokers.rabbitmq import RabbitBroker
 from tidings.topology import Subscription, Topology
 
+NAMES = ("RabbitBroker", "aio-pika")
 PREFETCH = 256
-BODY = b'{"data": "' + b"x" * 300 + b'"}'
-
-
-def messages(count: int, prefix: str) -> list[Message]:
-    return [
-        Message(
-            id=f"{prefix}-{i}",
-            event_type="OrderPlaced",
-            key=f"order-{i % 1000}",
-            body=BODY,
-            headers={"correlation-id": f"c-{i}"},
-        )
-        for i in range(count)
-    ]
-
-
-class Clock:
-    """Wall time and process CPU time of a block."""
-
-    def __enter__(self) -> Clock:
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.wall = time.perf_counter() - self.wall
-        self.cpu = time.process_time() - self.cpu
-
-
-def report(what: str, count: int, ours: Clock, raw: Clock) -> None:
-    print(
-        f"{what:<34} RabbitBroker {count / ours.wall:>8,.0f} msg/s "
-        f"({ours.cpu / count * 1e6:4.0f} µs CPU/msg) | aio-pika {count / raw.wall:>8,.0f} msg/s "
-        f"({raw.cpu / count * 1e6:4.0f} µs CPU/msg) | ratio {raw.wall / ours.wall:4.2f}"
-    )
 
 
 async def broker_publish(broker: RabbitBroker, count: int, batch: int, prefix: str) -> Clock:
@@ -169,11 +136,11 @@ async def main(n: int, url: str) -> None:
             count = min(n, 2000) if batch == 1 else n
             ours = await broker_publish(broker, count, batch, f"b{batch}")
             raw = await raw_publish(exchange, count, batch)
-            report(f"publish, {batch}/call", count, ours, raw)
+            report(f"publish, {batch}/call", count, ours, raw, names=NAMES)
             ours = await broker_consume(broker, count, concurrent=batch != 1)
             raw = await raw_consume(consuming, raw_queue_name, count)
             style = "concurrent handlers" if batch != 1 else "one at a time"
-            report(f"consume+ack, {style}", count, ours, raw)
+            report(f"consume+ack, {style}", count, ours, raw, names=NAMES)
     finally:
         await publishing.queue_delete(raw_queue_name)
         await publishing.exchange_delete(raw_exchange_name)
