@@ -25,21 +25,12 @@ import uuid
 import nats
 from nats.js import JetStreamContext
 
-from _side_by_side import BODY, Clock, messages, report
-from tidings.brokers import Delivery
+from _side_by_side import BODY, Clock, broker_consume, broker_publish, report
 from tidings.brokers.nats import NatsBroker
 from tidings.topology import Subscription, Topology
 
 NAMES = ("NatsBroker", "nats-py")
 PREFETCH = 256
-
-
-async def broker_publish(broker: NatsBroker, count: int, batch: int, prefix: str) -> Clock:
-    sent = messages(count, prefix)
-    with Clock() as clock:
-        for i in range(0, count, batch):
-            await broker.publish("orders", sent[i : i + batch])
-    return clock
 
 
 async def raw_publish(js: JetStreamContext, subject: str, count: int, batch: int) -> Clock:
@@ -54,37 +45,6 @@ async def raw_publish(js: JetStreamContext, subject: str, count: int, batch: int
                 for j in range(i, min(count, i + batch))
             ]
             await asyncio.gather(*futures)
-    return clock
-
-
-async def broker_consume(broker: NatsBroker, count: int, concurrent: bool) -> Clock:
-    done = asyncio.Event()
-    acked = 0
-    handlers: set[asyncio.Task[None]] = set()
-
-    async def handle(delivery: Delivery) -> None:
-        nonlocal acked
-        await delivery.ack()
-        acked += 1
-        if acked == count:
-            done.set()
-
-    with Clock() as clock:
-        async with broker.consume("work", prefetch=PREFETCH) as consumer:
-            if not concurrent:
-                for _ in range(count):
-                    await handle(await consumer.__anext__())
-            else:
-
-                async def pump() -> None:
-                    async for delivery in consumer:
-                        task = asyncio.create_task(handle(delivery))
-                        handlers.add(task)
-                        task.add_done_callback(handlers.discard)
-
-                pumping = asyncio.create_task(pump())
-                await done.wait()
-                pumping.cancel()
     return clock
 
 
@@ -128,7 +88,7 @@ async def main(n: int, url: str) -> None:
             raw = await raw_publish(js, subject, count, batch)
             report(f"publish, {batch}/call", count, ours, raw, names=NAMES)
             sequential = batch == 1
-            ours = await broker_consume(broker, count, concurrent=not sequential)
+            ours = await broker_consume(broker, count, concurrent=not sequential, prefetch=PREFETCH)
             raw = await raw_consume(js, raw_stream, count, confirm=sequential)
             style = "one at a time (ack_sync)" if sequential else "concurrent (ack)"
             report(f"consume+ack, {style}", count, ours, raw, names=NAMES)

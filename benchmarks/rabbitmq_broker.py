@@ -25,21 +25,12 @@ import uuid
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
 
-from _side_by_side import BODY, Clock, messages, report
-from tidings.brokers import Delivery
+from _side_by_side import BODY, Clock, broker_consume, broker_publish, report
 from tidings.brokers.rabbitmq import RabbitBroker
 from tidings.topology import Subscription, Topology
 
 NAMES = ("RabbitBroker", "aio-pika")
 PREFETCH = 256
-
-
-async def broker_publish(broker: RabbitBroker, count: int, batch: int, prefix: str) -> Clock:
-    sent = messages(count, prefix)
-    with Clock() as clock:
-        for i in range(0, count, batch):
-            await broker.publish("orders", sent[i : i + batch])
-    return clock
 
 
 async def raw_publish(exchange: AbstractExchange, count: int, batch: int) -> Clock:
@@ -61,37 +52,6 @@ async def raw_publish(exchange: AbstractExchange, count: int, batch: int) -> Clo
                     for j in range(i, min(count, i + batch))
                 )
             )
-    return clock
-
-
-async def broker_consume(broker: RabbitBroker, count: int, concurrent: bool) -> Clock:
-    done = asyncio.Event()
-    acked = 0
-    handlers: set[asyncio.Task[None]] = set()
-
-    async def handle(delivery: Delivery) -> None:
-        nonlocal acked
-        await delivery.ack()
-        acked += 1
-        if acked == count:
-            done.set()
-
-    with Clock() as clock:
-        async with broker.consume("work", prefetch=PREFETCH) as consumer:
-            if not concurrent:
-                for _ in range(count):
-                    await handle(await consumer.__anext__())
-            else:
-
-                async def pump() -> None:
-                    async for delivery in consumer:
-                        task = asyncio.create_task(handle(delivery))
-                        handlers.add(task)
-                        task.add_done_callback(handlers.discard)
-
-                pumping = asyncio.create_task(pump())
-                await done.wait()
-                pumping.cancel()
     return clock
 
 
@@ -137,7 +97,7 @@ async def main(n: int, url: str) -> None:
             ours = await broker_publish(broker, count, batch, f"b{batch}")
             raw = await raw_publish(exchange, count, batch)
             report(f"publish, {batch}/call", count, ours, raw, names=NAMES)
-            ours = await broker_consume(broker, count, concurrent=batch != 1)
+            ours = await broker_consume(broker, count, concurrent=batch != 1, prefetch=PREFETCH)
             raw = await raw_consume(consuming, raw_queue_name, count)
             style = "concurrent handlers" if batch != 1 else "one at a time"
             report(f"consume+ack, {style}", count, ours, raw, names=NAMES)
