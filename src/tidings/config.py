@@ -61,3 +61,9 @@ class Settings:
         prefix = url.query.get("schema")
         schema = f"{prefix}_{domain}" if isinstance(prefix, str) and prefix else domain
         return url.update_query_dict({"schema": schema}).render_as_string(hide_password=False)
+
+    @property
+    def control_database_url(self) -> str:
+        """The control store of the deployment (see :mod:`tidings.control`): the database of
+        a domain named ``tidings`` (``<home>/tidings.db``, or the ``tidings`` schema)."""
+        return self.domain_database_url("tidings")

@@ -5,13 +5,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
+from tidings.config import Settings
 from tidings.errors import TidingsError
 
-__all__ = ["DEFAULT_BROKER", "BrokerOption", "JsonOption", "fail", "run"]
+__all__ = [
+    "DEFAULT_BROKER",
+    "DEFAULT_HOME",
+    "BrokerOption",
+    "DatabaseOption",
+    "HomeOption",
+    "JsonOption",
+    "control_url",
+    "fail",
+    "run",
+]
 
 T = TypeVar("T")
 
@@ -26,6 +38,28 @@ BrokerOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+DEFAULT_HOME = Path(".tidings")
+
+HomeOption = Annotated[
+    Path,
+    typer.Option(
+        "--home", envvar="TIDINGS_HOME", help="Data folder of the embedded default deployment."
+    ),
+]
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="TIDINGS_DATABASE_URL",
+        help="The deployment's shared database (default: SQLite files under --home).",
+    ),
+]
+
+
+def control_url(home: Path, database_url: str | None) -> str:
+    """The control store's URL for a deployment (see :mod:`tidings.control`)."""
+    return Settings(home=home, broker_url="", database_url=database_url).control_database_url
 
 
 def fail(message: str) -> typer.Exit:

@@ -1,0 +1,1 @@
+"""Revisions of the control database's tables (see :mod:`tidings.migrations`)."""
