@@ -2,7 +2,7 @@
 
 They live in one database per deployment (see :meth:`tidings.config.Settings.
 control_database_url`), apart from every domain's own, and are migrated by their own tree
-(``tidings.control:migrations``).
+(``tidings.control:_migrations``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ __all__ = ["controls_table", "listeners_table", "metadata", "subscriptions_table
 
 metadata = MetaData(
     info={
-        "migrations": "tidings.control:migrations",
+        "migrations": "tidings.control:_migrations",
         "version_table": "tidings_control_alembic_version",
     }
 )
