@@ -1,5 +1,8 @@
 """Write events through the caller's session, so they commit or roll back with the change.
 
+With OpenTelemetry, each write is a PRODUCER span and the message carries its W3C
+``traceparent`` header, so listeners continue the writer's trace (see :mod:`tidings.tracing`).
+
 On PostgreSQL each insert also notifies the relays of its schema, at commit (see
 :mod:`tidings.outbox.postgres`), so relays in other processes publish at once too.
 """
@@ -13,6 +16,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tidings import tracing
 from tidings.errors import EventTooLarge
 from tidings.events import Event
 from tidings.events.codecs import MAX_EVENT_BYTES, Codec, get_codec
@@ -49,24 +53,26 @@ class Outbox:
         body = self.codec.encode(event)
         if len(body) > self.max_event_bytes:
             raise EventTooLarge(len(body), self.max_event_bytes)
-        statement = insert(outbox_table).values(
-            event_id=str(event.id),
-            topic=topic,
-            event_type=event.event_type,
-            entity_id=event.entity_id,
-            entity_version=event.entity_version,
-            correlation_id=event.correlation_id,
-            body=body,
-            headers={
-                "content-type": self.codec.content_type,
-                "correlation-id": event.correlation_id,
-            },
-            created_at=utc_now(),
-        )
-        if session.get_bind().dialect.name == "postgresql":
-            await session.execute(statement.returning(notification()))
-        else:
-            await session.execute(statement)
+        with tracing.publishing(topic, event) as trace_headers:
+            statement = insert(outbox_table).values(
+                event_id=str(event.id),
+                topic=topic,
+                event_type=event.event_type,
+                entity_id=event.entity_id,
+                entity_version=event.entity_version,
+                correlation_id=event.correlation_id,
+                body=body,
+                headers={
+                    "content-type": self.codec.content_type,
+                    "correlation-id": event.correlation_id,
+                    **trace_headers,
+                },
+                created_at=utc_now(),
+            )
+            if session.get_bind().dialect.name == "postgresql":
+                await session.execute(statement.returning(notification()))
+            else:
+                await session.execute(statement)
         self._wake_after_commit(session)
 
     def _wake_after_commit(self, session: AsyncSession) -> None:

@@ -1,6 +1,7 @@
 """What every domain API built with tidings shares (FastAPI): verified JWT bearer auth,
 the correlation id, ``application/problem+json`` errors, ``ETag``/``If-Match``, cursor
-pagination, camelCase models and ``/health``. :func:`install` wires them into an app."""
+pagination, camelCase models, ``/health`` and the request's trace span. :func:`install`
+wires them into an app."""
 
 from tidings.web.app import HealthCheck, install
 from tidings.web.auth import Principal, Reader, Writer, authenticated, verify_token, writer
@@ -25,6 +26,7 @@ from tidings.web.pagination import (
 from tidings.web.problems import PROBLEM_JSON, FieldError, Problem, ProblemResponse
 from tidings.web.settings import Algorithm, AuthSettings
 from tidings.web.tokens import mint_token
+from tidings.web.tracing import TraceContextMiddleware
 
 __all__ = [
     "CORRELATION_HEADER",
@@ -44,6 +46,7 @@ __all__ = [
     "Problem",
     "ProblemResponse",
     "Reader",
+    "TraceContextMiddleware",
     "Writer",
     "authenticated",
     "check_if_match",

@@ -15,6 +15,7 @@ from tidings.errors import ConfigurationError
 from tidings.web.correlation import CorrelationIdMiddleware, current_correlation_id
 from tidings.web.handlers import install_exception_handlers
 from tidings.web.settings import AuthSettings
+from tidings.web.tracing import TraceContextMiddleware
 
 __all__ = ["HealthCheck", "install"]
 
@@ -37,6 +38,8 @@ def install(
     - ``app.state.tidings_auth`` = ``auth``, read by the auth dependencies;
       ``app.state.tidings_service`` = ``name``;
     - :class:`~tidings.web.correlation.CorrelationIdMiddleware` and the problem handlers;
+    - :class:`~tidings.web.tracing.TraceContextMiddleware` (outermost): the request's span,
+      continuing the caller's ``traceparent`` when OpenTelemetry is installed;
     - ``GET /health`` without auth: 200 ``{"status": "ok", "service": name, **extra}`` where
       ``extra`` is what ``health`` returns (its ``status`` and ``service`` keys are ignored),
       or 503 ``{"status": "unavailable", "service": name}`` (plain JSON, so probes read one
@@ -51,6 +54,7 @@ def install(
     app.state.tidings_service = name
     install_exception_handlers(app)
     app.add_middleware(CorrelationIdMiddleware)
+    app.add_middleware(TraceContextMiddleware)
 
     async def health_endpoint() -> JSONResponse:
         extra: dict[str, Any] = {}
