@@ -11,15 +11,22 @@ from activity_service.listener import SUBSCRIPTION as ACTIVITY
 from housing_contracts import PERSON_TOPIC, TENURE_TOPIC
 from housing_contracts import catalog as CATALOG
 from person_service.listener import SUBSCRIPTION as PERSON
+from person_service.reconcile import PersonTenures
 from tenure_service.listener import SUBSCRIPTION as TENURE
+from tenure_service.reconcile import HouseholdMembers
+from tidings.subsets import Subset
 from tidings.supervisor import ProcessSpec
 from tidings.topology import Topology
 
-__all__ = ["CATALOG", "METRICS_OFFSET", "PORTS", "TOPOLOGY", "processes"]
+__all__ = ["CATALOG", "METRICS_OFFSET", "PORTS", "SUBSETS", "TOPOLOGY", "processes"]
 
 TOPOLOGY = Topology.build([PERSON_TOPIC, TENURE_TOPIC], [TENURE, PERSON, ACTIVITY])
 
 PORTS = {"person": 8001, "tenure": 8002, "activity": 8003}
+
+SUBSETS: Mapping[str, Subset] = {s.name: s for s in (HouseholdMembers(), PersonTenures())}
+"""The subsets ``tidings reconcile`` knows, by name: copies of Person records in the Tenure
+database, and of Tenure records in the Person database."""
 
 METRICS_OFFSET = 100
 """A listener serves ``/metrics`` on its domain API's port plus this (8101 for person)."""
