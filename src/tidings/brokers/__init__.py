@@ -25,6 +25,7 @@ from tidings.brokers.base import (
     Delivery,
     Depth,
     Message,
+    Tail,
 )
 from tidings.errors import ConfigurationError, MissingDependency
 
@@ -36,6 +37,7 @@ __all__ = [
     "Delivery",
     "Depth",
     "Message",
+    "Tail",
     "connect",
 ]
 

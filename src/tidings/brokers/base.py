@@ -29,6 +29,13 @@ Words used below:
   same non-empty ``key`` in one subscription are handed out in publish order, and the next is
   not handed out while an earlier one is unsettled or waiting for its retry. Messages with
   other keys are not held back by it. A dead-lettered message no longer holds its key.
+  Messages handed to one subscription with :meth:`Broker.deliver` take their place in that
+  order as if published at that moment.
+* **tail**: a live copy of what is published to a topic from the moment the tail opened, for
+  watching (:meth:`Broker.tail`). A tail is not a subscription: it holds no durable state,
+  settles nothing, takes nothing away from any subscription and never slows one down. It
+  sees what is published while it is open, at most once; it may miss messages while its
+  connection is down, and it leaves nothing on the broker once closed.
 
 Thread/task safety: a broker object may be used by many tasks of one event loop at once.
 It is not shared across event loops or threads. Deliveries belong to the loop that made them.
@@ -53,6 +60,7 @@ __all__ = [
     "Delivery",
     "Depth",
     "Message",
+    "Tail",
 ]
 
 
@@ -197,6 +205,36 @@ class Consumer(Protocol):
     ) -> None: ...
 
 
+class Tail(Protocol):
+    """What :meth:`Broker.tail` returns: an async context manager that, once entered, is an
+    async iterator of the messages published to one topic from then on, in the order the
+    broker took them (per ``key`` at least). Leaving it (or :meth:`close`) stops the
+    iteration and removes everything the tail made on the broker.
+
+    Raises :class:`~tidings.errors.UnknownTopic` on entry (or first use) for an undeclared
+    topic, and :class:`~tidings.errors.BrokerUnavailable` from iteration when the connection
+    is lost: a tail does not come back by itself, since what was published meanwhile is
+    gone for it."""
+
+    @property
+    def topic(self) -> str: ...
+
+    def __aiter__(self) -> AsyncIterator[Message]: ...
+
+    async def __anext__(self) -> Message: ...
+
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
 @runtime_checkable
 class Broker(Protocol):
     """Topics in, subscriptions out. Pick a backend by URL with
@@ -231,6 +269,21 @@ class Broker(Protocol):
 
     async def purge(self, subscription: str) -> int:
         """Delete every dead letter of ``subscription``. Returns how many."""
+
+    async def deliver(self, subscription: str, messages: Sequence[Message], *, topic: str) -> int:
+        """Hand ``messages`` to ``subscription`` alone, as if just published to ``topic``:
+        new deliveries (attempt 1) that no other subscription receives, with their place in
+        per-key order where the backend keeps one. Messages the subscription does not accept
+        from ``topic`` (its topics and event types as declared now) are skipped, so this
+        never delivers what a publish would not have. Returns how many were handed over.
+
+        Returns like :meth:`publish`: once they are taken durably (at least once; a retried
+        call may deliver twice, and the message ``id`` lets consumers drop duplicates).
+        Raises :class:`~tidings.errors.UnknownSubscription` for an undeclared subscription.
+        The way to replay archived events to one consumer, e.g. to backfill a new one."""
+
+    def tail(self, topic: str) -> Tail:
+        """Follow ``topic`` live: see :class:`Tail` and *tail* in the module docstring."""
 
     async def close(self) -> None:
         """Release connections. Unsettled deliveries come back to their subscriptions."""

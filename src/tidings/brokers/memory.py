@@ -33,7 +33,9 @@ from tidings.brokers.base import (
     Delivery,
     Depth,
     Message,
+    Tail,
 )
+from tidings.brokers.tails import QueueTail
 from tidings.errors import BrokerUnavailable, UnknownSubscription, UnknownTopic
 from tidings.topology import Subscription, Topology
 
@@ -319,6 +321,7 @@ class MemoryBroker(ClosesOnExit):
         self._queues: dict[str, _Queue] = {}
         self._routes: dict[str, list[_Queue]] = {}
         self._consumers: weakref.WeakSet[_Consumer] = weakref.WeakSet()
+        self._tails: dict[str, set[_MemoryTail]] = {}
         self._seq = itertools.count()
         self._closed = False
 
@@ -367,19 +370,24 @@ class MemoryBroker(ClosesOnExit):
         routes = self._routes.get(topic)
         if routes is None:
             raise UnknownTopic(topic)
+        tails = self._tails.get(topic, ())
         for sent in messages:
-            # A private copy, as a real broker would hold: later changes by the caller
-            # must not reach consumers.
-            message = Message(
-                id=sent.id,
-                event_type=sent.event_type,
-                key=sent.key,
-                body=bytes(sent.body),
-                headers=dict(sent.headers),
-            )
+            message = _copy(sent)
             for queue in routes:
                 if queue.policy.accepts(topic, message.event_type):
                     queue.add(_Entry(next(self._seq), topic, message))
+            for tail in tails:
+                tail.put(message)
+
+    async def deliver(self, subscription: str, messages: Sequence[Message], *, topic: str) -> int:
+        queue = self._queue(subscription)
+        chosen = [m for m in messages if queue.policy.accepts(topic, m.event_type)]
+        for sent in chosen:
+            queue.add(_Entry(next(self._seq), topic, _copy(sent)))
+        return len(chosen)
+
+    def tail(self, topic: str) -> Tail:
+        return _MemoryTail(self, topic)
 
     def consume(self, subscription: str, *, prefetch: int | None = None) -> Consumer:
         return _Consumer(self, subscription, prefetch)
@@ -413,8 +421,45 @@ class MemoryBroker(ClosesOnExit):
             del self._named[self._name]
         for consumer in list(self._consumers):
             consumer.shut()
+        for tails in list(self._tails.values()):
+            for tail in list(tails):
+                await tail.close()
         for queue in self._queues.values():
             queue.stop_timers()
 
     def __repr__(self) -> str:
         return f"<MemoryBroker {self._name or hex(id(self))}{' closed' if self._closed else ''}>"
+
+
+def _copy(sent: Message) -> Message:
+    """A private copy, as a real broker would hold: later changes by the caller must not
+    reach consumers."""
+    return Message(
+        id=sent.id,
+        event_type=sent.event_type,
+        key=sent.key,
+        body=bytes(sent.body),
+        headers=dict(sent.headers),
+    )
+
+
+class _MemoryTail(QueueTail):
+    """Receives each message as :meth:`MemoryBroker.publish` takes it."""
+
+    def __init__(self, broker: MemoryBroker, topic: str) -> None:
+        super().__init__(topic)
+        self._broker = broker
+
+    async def _open(self) -> None:
+        broker = self._broker
+        broker._check_open()
+        if self.topic not in broker._routes:
+            raise UnknownTopic(self.topic)
+        broker._tails.setdefault(self.topic, set()).add(self)
+
+    async def _shut(self) -> None:
+        tails = self._broker._tails.get(self.topic)
+        if tails is not None:
+            tails.discard(self)
+            if not tails:
+                del self._broker._tails[self.topic]

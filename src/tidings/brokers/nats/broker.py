@@ -6,17 +6,28 @@ import asyncio
 import contextlib
 import logging
 import re
+import secrets
+import weakref
 from collections.abc import Callable, Sequence
 
 import nats
 import nats.errors
 from nats.aio.client import Client
 
-from tidings.brokers.base import Capabilities, ClosesOnExit, Consumer, DeadLetter, Depth, Message
-from tidings.brokers.nats import admin, codec
+from tidings.brokers.base import (
+    Capabilities,
+    ClosesOnExit,
+    Consumer,
+    DeadLetter,
+    Depth,
+    Message,
+    Tail,
+)
+from tidings.brokers.nats import admin, catalog, codec
 from tidings.brokers.nats.api import NotFound
 from tidings.brokers.nats.consumer import NatsConsumer
 from tidings.brokers.nats.core import Core
+from tidings.brokers.nats.tail import NatsTail
 from tidings.brokers.nats.url import NatsOptions, parse_url
 from tidings.brokers.nats.wire import NoStream
 from tidings.errors import BrokerUnavailable, ConfigurationError, UnknownTopic
@@ -30,6 +41,8 @@ log = logging.getLogger("tidings.brokers.nats")
 
 _TOPIC = re.compile(NAME_PATTERN)
 _EVENT_TYPE = re.compile(EVENT_TYPE_PATTERN)
+_NOW = 2**62
+"""A stream sequence past any message: routes judged by the filter in force now."""
 
 
 class NatsBroker(ClosesOnExit):
@@ -39,6 +52,7 @@ class NatsBroker(ClosesOnExit):
 
     def __init__(self, core: Core) -> None:
         self._core = core
+        self._tails: weakref.WeakSet[NatsTail] = weakref.WeakSet()
         self._closed = False
 
     @classmethod
@@ -124,6 +138,38 @@ class NatsBroker(ClosesOnExit):
     async def purge(self, subscription: str) -> int:
         return await admin.purge(self._core, subscription)
 
+    async def deliver(self, subscription: str, messages: Sequence[Message], *, topic: str) -> int:
+        """Publish the messages the subscription accepts from ``topic`` now (its record's
+        routes) to its redrive subject, which only its own redrive consumer reads, the way
+        :meth:`redrive` does. Each call's copies get ids of their own, so that delivering
+        the same messages again within the duplicate window is not dropped."""
+        core = self._core
+        policy = await catalog.load(core.api, core.names, subscription)
+        subject, call = core.names.redrive_subject(subscription), secrets.token_hex(6)
+        batch = [
+            (
+                subject,
+                codec.encode(
+                    m,
+                    core.max_payload,
+                    codec.original_headers(m, topic),
+                    msg_id=f"deliver:{call}:{m.id}",
+                ),
+            )
+            for m in messages
+            if policy.accepts(topic, m.event_type, _NOW)
+        ]
+        if batch:
+            await core.publish(batch)
+        return len(batch)
+
+    def tail(self, topic: str) -> Tail:
+        """An ephemeral ordered consumer on the topic's stream (see
+        :mod:`tidings.brokers.nats.tail`)."""
+        tail = NatsTail(self._core, topic)
+        self._tails.add(tail)
+        return tail
+
     async def delete_namespace(self) -> None:
         """Delete every stream (with its consumers, messages and dead letters) of this
         broker's namespace. For tests and for tearing a deployment down; nothing else
@@ -131,13 +177,14 @@ class NatsBroker(ClosesOnExit):
         await admin.delete_namespace(self._core)
 
     async def close(self) -> None:
-        """Close every consumer of this broker object (their unsettled deliveries come back
-        at once), wait for pending settlements and close the connection. Idempotent."""
+        """Close every consumer and tail of this broker object (unsettled deliveries come
+        back at once), wait for pending settlements and close the connection. Idempotent."""
         if self._closed:
             return
         self._closed = True
         core = self._core
         await asyncio.gather(*(c.close() for c in list(core.consumers)))
+        await asyncio.gather(*(t.close() for t in list(self._tails)))
         await core.settler.close()
         await core.replies.close()
         with contextlib.suppress(Exception):

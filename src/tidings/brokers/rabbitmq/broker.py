@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Sequence
 from functools import partial
 
 import aiormq
 
-from tidings.brokers.base import Capabilities, ClosesOnExit, Consumer, DeadLetter, Depth, Message
+from tidings.brokers.base import (
+    Capabilities,
+    ClosesOnExit,
+    Consumer,
+    DeadLetter,
+    Depth,
+    Message,
+    Tail,
+)
 from tidings.brokers.rabbitmq import admin, dead
 from tidings.brokers.rabbitmq.consumer import RabbitConsumer
 from tidings.brokers.rabbitmq.hub import Hub
 from tidings.brokers.rabbitmq.link import Link, Outgoing, is_not_found
 from tidings.brokers.rabbitmq.names import Names
+from tidings.brokers.rabbitmq.tail import RabbitTail
 from tidings.brokers.rabbitmq.url import RabbitOptions, parse_url
 from tidings.brokers.rabbitmq.wire import properties
 from tidings.errors import BrokerUnavailable, ConfigurationError, UnknownTopic
@@ -44,6 +54,7 @@ class RabbitBroker(ClosesOnExit):
         self.options = options
         self._hub = Hub(link, Names(options.prefix, options.queue_type))
         self._checks: dict[str, asyncio.Future[None]] = {}
+        self._tails: weakref.WeakSet[RabbitTail] = weakref.WeakSet()
 
     @classmethod
     async def open(cls, url: str) -> RabbitBroker:
@@ -129,6 +140,30 @@ class RabbitBroker(ClosesOnExit):
     async def purge(self, subscription: str) -> int:
         return await dead.purge(self._hub.link, self._hub.names, subscription)
 
+    async def deliver(self, subscription: str, messages: Sequence[Message], *, topic: str) -> int:
+        """Publish the messages the subscription accepts (by its stored bindings) straight to
+        its queue, the way a redrive does, with the topic in a header; return once RabbitMQ
+        confirmed them."""
+        hub = self._hub
+        policy = await hub.policy(subscription)
+        if not policy.bindings:
+            raise BrokerUnavailable(f"RabbitMQ: cannot read the policy of {subscription}")
+        queue = hub.names.queue(subscription)
+        items = [
+            Outgoing("", queue, m.body, properties(m, topic=topic))
+            for m in messages
+            if (topic, m.event_type) in policy.bindings or (topic, "#") in policy.bindings
+        ]
+        await hub.link.publish(items, f"a delivery to {subscription}")
+        return len(items)
+
+    def tail(self, topic: str) -> Tail:
+        """An exclusive queue of the topic's messages (see
+        :mod:`tidings.brokers.rabbitmq.tail`)."""
+        tail = RabbitTail(self._hub, topic)
+        self._tails.add(tail)
+        return tail
+
     async def delete_namespace(self) -> None:
         """Delete every exchange and queue of this broker's namespace: all topics and
         subscriptions ever declared in it (from the namespace catalog) with their messages.
@@ -142,8 +177,9 @@ class RabbitBroker(ClosesOnExit):
 
     async def close(self) -> None:
         """Close every consumer of this broker object (giving back what they hold, see
-        :class:`RabbitConsumer`), then the connection. Idempotent."""
+        :class:`RabbitConsumer`) and every tail, then the connection. Idempotent."""
         await asyncio.gather(*(c.close() for c in list(self._hub.consumers)))
+        await asyncio.gather(*(t.close() for t in list(self._tails)))
         await self._hub.link.close()
 
     def __repr__(self) -> str:

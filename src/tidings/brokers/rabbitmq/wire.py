@@ -69,15 +69,18 @@ def _reserved(name: str) -> bool:
     return name.startswith(_OURS) or name in _RABBIT
 
 
-def properties(message: Message) -> Basic.Properties:
-    """AMQP properties of ``message`` as first published. Raises :class:`ValueError` for a
-    header name the broker reserves."""
+def properties(message: Message, *, topic: str | None = None) -> Basic.Properties:
+    """AMQP properties of ``message`` as first published (``topic`` in a header when it goes
+    straight to a queue rather than through its topic's exchange). Raises
+    :class:`ValueError` for a header name the broker reserves."""
     headers: dict[str, Any] = dict(message.headers)
     for name in headers:
         if _reserved(name):
             raise ValueError(f"message {message.id!r}: header {name!r} is reserved by the broker")
     if message.key:
         headers[KEY] = message.key
+    if topic is not None:
+        headers[TOPIC] = topic
     return Basic.Properties(
         message_id=message.id,
         message_type=message.event_type,

@@ -6,12 +6,21 @@ import sqlite3
 from collections.abc import Sequence
 from functools import partial
 
-from tidings.brokers.base import Capabilities, ClosesOnExit, Consumer, DeadLetter, Depth, Message
+from tidings.brokers.base import (
+    Capabilities,
+    ClosesOnExit,
+    Consumer,
+    DeadLetter,
+    Depth,
+    Message,
+    Tail,
+)
 from tidings.brokers.sqlite import admin, queries
 from tidings.brokers.sqlite.consumer import SqliteConsumer
 from tidings.brokers.sqlite.database import Database
 from tidings.brokers.sqlite.hub import Hub
 from tidings.brokers.sqlite.schema import ensure_schema
+from tidings.brokers.sqlite.tail import SqliteTail
 from tidings.brokers.sqlite.url import SqliteOptions, Synchronous, parse_url
 from tidings.errors import ConfigurationError
 from tidings.topology import Topology
@@ -85,9 +94,26 @@ class SqliteBroker(ClosesOnExit):
     async def purge(self, subscription: str) -> int:
         return await self._hub.db.run(partial(admin.purge, subscription=subscription))
 
+    async def deliver(self, subscription: str, messages: Sequence[Message], *, topic: str) -> int:
+        """Insert the messages into ``subscription``'s queue alone, the way :meth:`publish`
+        would for it: each queues behind a pending delivery of its key."""
+        stored = await self._hub.db.run(
+            partial(
+                queries.deliver, subscription=subscription, topic=topic, messages=list(messages)
+            )
+        )
+        if stored:
+            self._hub.notify()
+        return int(stored)
+
+    def tail(self, topic: str) -> Tail:
+        """A tap on ``topic``: every publish to it, from any process, copies its messages
+        for this tail until it closes (see :mod:`tidings.brokers.sqlite.schema`)."""
+        return SqliteTail(self._hub, topic)
+
     async def close(self) -> None:
-        """Close every consumer of this broker object (their unsettled deliveries come back
-        at once), commit pending settlements and close the file. Idempotent."""
+        """Close every consumer and tail of this broker object (unsettled deliveries come
+        back at once), commit pending settlements and close the file. Idempotent."""
         await self._hub.close()
 
     def __repr__(self) -> str:

@@ -25,6 +25,7 @@ __all__ = [
     "Policy",
     "Settlement",
     "claim",
+    "deliver",
     "has_head",
     "load_policy",
     "make_message",
@@ -32,6 +33,7 @@ __all__ = [
     "publish",
     "release",
     "settle",
+    "tap",
 ]
 
 
@@ -116,8 +118,9 @@ def promote(conn: sqlite3.Connection, subscription: str, key: str, now: float) -
 
 
 def publish(conn: sqlite3.Connection, topic: str, messages: Sequence[Message]) -> int:
-    """Store ``messages`` with one delivery per accepting subscription; returns how many
-    deliveries were made. A message no subscription accepts is not stored."""
+    """Store ``messages`` with one delivery per accepting subscription, and a copy for each
+    open tail of ``topic``; returns how many deliveries and copies were made. A message no
+    subscription accepts is not stored."""
     with immediate(conn):
         if conn.execute("SELECT 1 FROM topics WHERE name = ?", (topic,)).fetchone() is None:
             raise UnknownTopic(topic)
@@ -130,45 +133,107 @@ def publish(conn: sqlite3.Connection, topic: str, messages: Sequence[Message]) -
             )
         ]
         now = time.time()
-        rows: list[tuple[str, str, str, str, bytes, str | None, float]] = []
-        fan_out: list[tuple[str, list[str]]] = []
-        for message in messages:
-            names = [n for n, types in routes if not types or message.event_type in types]
-            if not names:
-                continue
-            headers = json.dumps(dict(message.headers)) if message.headers else None
-            rows.append(
-                (topic, message.id, message.event_type, message.key, bytes(message.body),
-                 headers, now)
-            )  # fmt: skip
-            fan_out.append((message.key, names))
-        if not rows:
+        copies = tap(conn, topic, messages, now)
+        fan_out = [
+            (message, [n for n, types in routes if not types or message.event_type in types])
+            for message in messages
+        ]
+        return copies + _store(conn, topic, fan_out, now)
+
+
+def deliver(
+    conn: sqlite3.Connection, subscription: str, topic: str, messages: Sequence[Message]
+) -> int:
+    """Store the ``messages`` that ``subscription`` accepts from ``topic`` with a delivery
+    to it alone; returns how many."""
+    with immediate(conn):
+        row = conn.execute(
+            "SELECT topics, event_types FROM subscriptions WHERE name = ?", (subscription,)
+        ).fetchone()
+        if row is None:
+            raise UnknownSubscription(subscription)
+        topics, types = frozenset(json.loads(row[0])), frozenset(json.loads(row[1]))
+        if topic not in topics:
             return 0
-        before = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'")
-        base = (before.fetchone() or (0,))[0]
-        conn.executemany(
-            """INSERT INTO messages (topic, id, event_type, key, body, headers, published_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?)""",
-            rows,
-        )
-        new = conn.execute("SELECT seq FROM messages WHERE seq > ? ORDER BY seq", (base,))
-        seqs = [s for (s,) in new]
-        held: set[tuple[str, str]] = set()
-        deliveries: list[tuple[int, str, str, str, float]] = []
-        for seq, (key, names) in zip(seqs, fan_out, strict=True):
-            for name in names:
-                state = "ready"
-                if key:
-                    if (name, key) in held or has_head(conn, name, key):
-                        state = "queued"
-                    held.add((name, key))
-                deliveries.append((seq, name, key, state, now))
-        conn.executemany(
-            """INSERT INTO deliveries (seq, subscription, key, state, attempts, available_at)
-               VALUES (?, ?, ?, ?, 0, ?)""",
-            deliveries,
-        )
-        return len(deliveries)
+        chosen = [m for m in messages if not types or m.event_type in types]
+        return _store(conn, topic, [(m, [subscription]) for m in chosen], time.time())
+
+
+def _store(
+    conn: sqlite3.Connection,
+    topic: str,
+    fan_out: Sequence[tuple[Message, list[str]]],
+    now: float,
+) -> int:
+    """Insert each message that goes to any subscription, and its deliveries (queued behind
+    a pending delivery of its key); returns how many deliveries."""
+    rows: list[tuple[str, str, str, str, bytes, str | None, float]] = []
+    routed: list[tuple[str, list[str]]] = []
+    for message, names in fan_out:
+        if not names:
+            continue
+        headers = json.dumps(dict(message.headers)) if message.headers else None
+        rows.append(
+            (topic, message.id, message.event_type, message.key, bytes(message.body),
+             headers, now)
+        )  # fmt: skip
+        routed.append((message.key, names))
+    if not rows:
+        return 0
+    before = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'")
+    base = (before.fetchone() or (0,))[0]
+    conn.executemany(
+        """INSERT INTO messages (topic, id, event_type, key, body, headers, published_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?)""",
+        rows,
+    )
+    new = conn.execute("SELECT seq FROM messages WHERE seq > ? ORDER BY seq", (base,))
+    seqs = [s for (s,) in new]
+    held: set[tuple[str, str]] = set()
+    deliveries: list[tuple[int, str, str, str, float]] = []
+    for seq, (key, names) in zip(seqs, routed, strict=True):
+        for name in names:
+            state = "ready"
+            if key:
+                if (name, key) in held or has_head(conn, name, key):
+                    state = "queued"
+                held.add((name, key))
+            deliveries.append((seq, name, key, state, now))
+    conn.executemany(
+        """INSERT INTO deliveries (seq, subscription, key, state, attempts, available_at)
+           VALUES (?, ?, ?, ?, 0, ?)""",
+        deliveries,
+    )
+    return len(deliveries)
+
+
+TAP_SECONDS = 60.0
+"""A tap not refreshed for this long belongs to a tail whose process is gone."""
+
+
+def tap(conn: sqlite3.Connection, topic: str, messages: Sequence[Message], now: float) -> int:
+    """Copy ``messages`` for every live tap of ``topic``, forgetting dead taps; returns how
+    many copies. Part of the caller's transaction."""
+    taps = conn.execute("SELECT name, seen_at FROM taps WHERE topic = ?", (topic,)).fetchall()
+    if not taps:
+        return 0
+    dead = [(name,) for name, seen_at in taps if seen_at < now - TAP_SECONDS]
+    if dead:
+        conn.executemany("DELETE FROM tapped WHERE tap = ?", dead)
+        conn.executemany("DELETE FROM taps WHERE name = ?", dead)
+    live = [name for name, seen_at in taps if seen_at >= now - TAP_SECONDS]
+    copies = [
+        (name, m.id, m.event_type, m.key, bytes(m.body),
+         json.dumps(dict(m.headers)) if m.headers else None)
+        for m in messages
+        for name in live
+    ]  # fmt: skip
+    conn.executemany(
+        """INSERT INTO tapped (tap, id, event_type, key, body, headers)
+           VALUES (?, ?, ?, ?, ?, ?)""",
+        copies,
+    )
+    return len(copies)
 
 
 _CLAIMABLE = """

@@ -12,6 +12,11 @@ queued     waiting behind the pending delivery of the same key (the key's *head*
 dead       in the subscription's dead letters, with ``reason`` and failure times
 =========  ============================================================================
 
+``taps`` and ``tapped`` serve tails (:meth:`~tidings.brokers.sqlite.SqliteBroker.tail`): a
+tap is one open tail of a topic, and ``tapped`` holds a copy of each message published to
+the topic since, until the tail has read it. A tail refreshes ``seen_at`` while it lives; a
+publish forgets taps not seen for a minute (their process died), with their copies.
+
 Per subscription and non-empty key, at most one delivery is the head (ready, leased or
 delayed); the others wait as ``queued``. When the head is acknowledged or dead-lettered, the
 queued one with the lowest ``seq`` becomes ready. Claiming is then a walk of the ready rows
@@ -34,7 +39,7 @@ from tidings.errors import ConfigurationError
 
 __all__ = ["SCHEMA_VERSION", "ensure_schema"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _DDL = (
     """CREATE TABLE IF NOT EXISTS topics (
@@ -89,6 +94,23 @@ _DDL = (
         WHERE state IN ('ready', 'leased', 'delayed') AND key <> ''""",
     """CREATE INDEX IF NOT EXISTS deliveries_queued
         ON deliveries (subscription, key, seq) WHERE state = 'queued'""",
+    # version 2
+    """CREATE TABLE IF NOT EXISTS taps (
+        name TEXT PRIMARY KEY,
+        topic TEXT NOT NULL,
+        seen_at REAL NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE INDEX IF NOT EXISTS taps_topic ON taps (topic)""",
+    """CREATE TABLE IF NOT EXISTS tapped (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        tap TEXT NOT NULL,
+        id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        key TEXT NOT NULL,
+        body BLOB NOT NULL,
+        headers TEXT
+    )""",
+    """CREATE INDEX IF NOT EXISTS tapped_tap ON tapped (tap, seq)""",
 )
 
 
@@ -105,6 +127,7 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
                 f"understands ({SCHEMA_VERSION}); upgrade tidings"
             )
         if version < SCHEMA_VERSION:
+            # Every statement is IF NOT EXISTS: an older file gets what it lacks.
             for statement in _DDL:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
