@@ -4,14 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: venv up example test lint fmt clean tools
+.PHONY: venv up example test lint fmt clean tools chromium
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,rabbitmq,nats,postgres]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,rabbitmq,nats,postgres,otel]'
 	touch $(STAMP)
 
 up: $(STAMP)
@@ -20,8 +20,13 @@ up: $(STAMP)
 example: $(STAMP)
 	$(BIN)/python examples/quickstart.py
 
-test: $(STAMP) tools
+test: $(STAMP) tools chromium
 	$(BIN)/python -m pytest
+
+# The dashboard's browser test drives Debian's chromium (never a browser Playwright downloads).
+chromium:
+	@test -x /usr/bin/chromium || apt-get install -y --no-install-recommends chromium \
+		|| echo "chromium not installed: the dashboard browser test skips (and fails under CI=true)"
 
 # Node.js tools the tests run (the AsyncAPI parser); installed once, without install scripts.
 tools: tests/tools/node_modules

@@ -6,12 +6,16 @@ import asyncio
 import importlib
 import secrets
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from tidings.brokers import connect
+from tidings.config import Settings
+from tidings.control import ControlStore
+from tidings.dashboard.auth import OPERATOR_GROUP
 from tidings.errors import ConfigurationError
 from tidings.supervisor import ProcessSpec, Supervisor
 from tidings.web import mint_token
@@ -36,7 +40,7 @@ def prepare_home(home: Path) -> tuple[str, str, str]:
         subject="developer",
         name="Developer",
         email="developer@localhost",
-        groups=[WRITE_GROUP],
+        groups=[WRITE_GROUP, OPERATOR_GROUP],
         ttl_seconds=TOKEN_DAYS * 86_400,
     )
     service = mint_token(
@@ -51,6 +55,13 @@ def prepare_home(home: Path) -> tuple[str, str, str]:
     token_file.write_text(dev + "\n")
     token_file.chmod(0o600)
     return secret, dev, service
+
+
+def dashboard_process(host: str, port: int) -> ProcessSpec:
+    """The dashboard over the deployment (it finds the broker and databases in the
+    environment every process gets)."""
+    argv = ["-m", "tidings.cli", "dashboard", "--host", host, "--port", str(port)]
+    return ProcessSpec(name="dashboard", argv=[sys.executable, *argv], url=f"http://{host}:{port}")
 
 
 async def run_up(
@@ -75,6 +86,7 @@ async def run_up(
         specs: list[ProcessSpec] = module.processes(host, ports, instances, scale or {})
     except ValueError as exc:
         raise ConfigurationError(f"--scale: {exc}") from None
+    specs.append(dashboard_process(host, base_port - 1))
     home = home.resolve()
     broker_url = broker or f"sqlite:///{home}/broker.db"
     secret, dev_token, service_token = prepare_home(home)
@@ -84,6 +96,9 @@ async def run_up(
         await b.declare(module.TOPOLOGY)
     finally:
         await b.close()
+    control = Settings(home, broker_url, database_url).control_database_url
+    async with ControlStore.open(control) as store:
+        await store.declared(module.TOPOLOGY)
     typer.echo(
         f"topology applied to {broker_url}: "
         f"{len(module.TOPOLOGY.topics)} topics, "
