@@ -150,7 +150,7 @@ def drop_schemas(prefix: str) -> None:
             "-c",
             "; ".join(
                 f'DROP SCHEMA IF EXISTS "{prefix}_{d}" CASCADE'
-                for d in ("person", "tenure", "activity")
+                for d in ("person", "tenure", "activity", "tidings")
             ),
         ],
         check=False,

@@ -21,7 +21,9 @@ def test_topology_apply_declares_on_the_broker_then_depth_reads_it(tmp_path: Pat
     topology = tmp_path / "topology.toml"
     topology.write_text(TOML)
     broker = f"sqlite:///{tmp_path}/broker.db"
-    result = runner.invoke(app, ["topology", "apply", str(topology), "--broker", broker])
+    result = runner.invoke(
+        app, ["topology", "apply", str(topology), "--broker", broker, "--home", str(tmp_path)]
+    )
     assert result.exit_code == 0, result.output
     assert "applied 1 topics and 1 subscriptions" in result.output
     result = runner.invoke(app, ["depth", "tenure-listener", "--broker", broker, "--json"])

@@ -55,7 +55,7 @@ def test_dead_letters_are_listed_shown_redriven_and_purged(tmp_path: Path) -> No
     assert [d["messageId"] for d in letters] == ["m0", "m1", "m2"]
     assert letters[0]["reason"] == "schema violation in m0" and letters[0]["attempts"] == 1
 
-    shown = runner.invoke(app, ["dlq", "show", "copy", letters[1]["id"], "--broker", url])
+    shown = runner.invoke(app, ["dlq", "show", "copy", letters[1]["id"], "--broker", url, "--json"])
     assert shown.exit_code == 0, shown.output
     detail = json.loads(shown.output)
     assert detail["body"] == '{"bad": true}' and detail["eventType"] == "PersonUpdatedEvent"

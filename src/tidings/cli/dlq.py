@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
@@ -11,12 +13,14 @@ import typer
 from tidings.brokers import Broker, DeadLetter, connect
 from tidings.cli.output import DEFAULT_BROKER, BrokerOption, JsonOption, fail, run
 
-__all__ = ["dlq_app"]
+__all__ = ["dlq_app", "paced_redrive"]
 
 dlq_app = typer.Typer(no_args_is_help=True, help="Dead letters of a subscription.")
 
 Subscription = Annotated[str, typer.Argument(help="Subscription name.")]
 Limit = Annotated[int, typer.Option(min=1, max=10_000, help="At most this many.")]
+
+_PAGE = 10_000
 
 
 def _describe(dead: DeadLetter, *, body: bool = False) -> dict[str, Any]:
@@ -72,6 +76,7 @@ def dlq_show(
     subscription: Subscription,
     dead_letter_id: Annotated[str, typer.Argument(metavar="ID", help="Dead-letter id.")],
     broker: BrokerOption = DEFAULT_BROKER,
+    as_json: JsonOption = False,
 ) -> None:
     """One dead letter in full: the event, the reason, attempts, first and last failure."""
 
@@ -82,7 +87,51 @@ def dlq_show(
     found = [d for d in letters if d.id == dead_letter_id]
     if not found:
         raise fail(f"{subscription}: no dead letter {dead_letter_id!r}")
-    typer.echo(json.dumps(_describe(found[0], body=True), indent=2))
+    entry = _describe(found[0], body=True)
+    if as_json:
+        typer.echo(json.dumps(entry))
+        return
+    for key in ("id", "messageId", "topic", "eventType", "key", "reason", "attempts"):
+        typer.echo(f"{key + ':':<15}{entry[key]}")
+    typer.echo(f"{'first failure:':<15}{entry['firstFailedAt'] or 'unknown'}")
+    typer.echo(f"{'last failure:':<15}{entry['lastFailedAt']}")
+    for name, value in sorted(entry["headers"].items()):
+        typer.echo(f"{'header:':<15}{name}={value}")
+    typer.echo("event:")
+    try:
+        typer.echo(json.dumps(json.loads(entry["body"]), indent=2))
+    except ValueError:
+        typer.echo(entry["body"])
+
+
+async def _every_id(broker: Broker, subscription: str) -> list[str]:
+    """The ids of every dead letter now, oldest first, page by page; a letter that comes
+    back while paging is not taken twice."""
+    seen: dict[str, None] = {}
+    while True:
+        page = [d.id for d in await broker.dead_letters(subscription, limit=_PAGE)]
+        fresh = [i for i in page if i not in seen]
+        seen.update(dict.fromkeys(fresh))
+        if len(page) < _PAGE or not fresh:
+            return list(seen)
+
+
+async def paced_redrive(
+    broker: Broker, subscription: str, ids: Sequence[str] | None, rate: float
+) -> int:
+    """Redrive ``ids`` (or every dead letter) at about ``rate`` per second: in groups of
+    about a tenth of a second's worth, each group sent when its time comes."""
+    chosen = list(ids) if ids else await _every_id(broker, subscription)
+    group = max(1, math.ceil(rate / 10))
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    moved = 0
+    for first in range(0, len(chosen), group):
+        delay = start + first / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        moved += await broker.redrive(subscription, chosen[first : first + group])
+    return moved
 
 
 @dlq_app.command("redrive")
@@ -96,6 +145,7 @@ def dlq_redrive(
         float | None, typer.Option(min=0.001, help="Dead letters per second at most.")
     ] = None,
     broker: BrokerOption = DEFAULT_BROKER,
+    as_json: JsonOption = False,
 ) -> None:
     """Send dead letters back to SUBSCRIPTION (only to it), attempts counted from 1 again."""
     if bool(ids) == all_:
@@ -104,15 +154,13 @@ def dlq_redrive(
     async def work(b: Broker) -> int:
         if rate is None:
             return await b.redrive(subscription, ids or None)
-        chosen = ids or [d.id for d in await b.dead_letters(subscription, limit=10_000)]
-        moved = 0
-        for dead_id in chosen:
-            moved += await b.redrive(subscription, [dead_id])
-            await asyncio.sleep(1 / rate)
-        return moved
+        return await paced_redrive(b, subscription, ids, rate)
 
     moved: int = run(_with_broker(broker, work))
-    typer.echo(f"{subscription}: {moved} dead letter(s) redriven")
+    if as_json:
+        typer.echo(json.dumps({"subscription": subscription, "redriven": moved}))
+    else:
+        typer.echo(f"{subscription}: {moved} dead letter(s) redriven")
     if ids and moved < len(ids):
         raise fail(f"{subscription}: {len(ids) - moved} of the given ids were not dead letters")
 
@@ -122,6 +170,7 @@ def dlq_purge(
     subscription: Subscription,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
     broker: BrokerOption = DEFAULT_BROKER,
+    as_json: JsonOption = False,
 ) -> None:
     """Delete every dead letter of SUBSCRIPTION (asks first unless --yes)."""
     if not yes and not typer.confirm(f"delete every dead letter of {subscription}?"):
@@ -131,4 +180,7 @@ def dlq_purge(
         return await b.purge(subscription)
 
     purged: int = run(_with_broker(broker, work))
-    typer.echo(f"{subscription}: {purged} dead letter(s) purged")
+    if as_json:
+        typer.echo(json.dumps({"subscription": subscription, "purged": purged}))
+    else:
+        typer.echo(f"{subscription}: {purged} dead letter(s) purged")

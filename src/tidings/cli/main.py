@@ -11,8 +11,15 @@ import typer
 from tidings import __version__
 from tidings.brokers import Message, connect
 from tidings.cli.catalog import asyncapi, schemas_app
+from tidings.cli.dashboard import dashboard
 from tidings.cli.dlq import dlq_app
+from tidings.cli.ops import pause, resume, subscriptions, throttle
 from tidings.cli.output import DEFAULT_BROKER, BrokerOption, JsonOption, fail, run
+from tidings.cli.reconcile import reconcile_command
+from tidings.cli.replay import replay_command
+from tidings.cli.tail import events_app
+from tidings.cli.topology import topology_apply, topology_show
+from tidings.cli.trace import trace
 from tidings.errors import TidingsError
 from tidings.events import decode
 from tidings.topology import Topology
@@ -25,7 +32,15 @@ topology_app = typer.Typer(no_args_is_help=True, help="Topics and subscriptions.
 app.add_typer(topology_app, name="topology")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(events_app, name="events")
+app.command("replay")(replay_command)
 app.command("asyncapi")(asyncapi)
+topology_app.command("show")(topology_show)
+topology_app.command("apply")(topology_apply)
+for command in (subscriptions, pause, resume, throttle, trace):
+    app.command()(command)
+app.command("dashboard")(dashboard)
+app.command("reconcile")(reconcile_command)
 
 FileArgument = Annotated[Path, typer.Argument(help="Topology TOML file.")]
 
@@ -59,35 +74,6 @@ def topology_check(file: FileArgument, as_json: JsonOption = False) -> None:
         return
     typer.echo(
         f"{file}: {len(topology.topics)} topics, {len(topology.subscriptions)} subscriptions"
-    )
-
-
-@topology_app.command("apply")
-def topology_apply(
-    file: FileArgument,
-    broker: BrokerOption = DEFAULT_BROKER,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate only.")] = False,
-) -> None:
-    """Create the topics and subscriptions of FILE on the broker (idempotent)."""
-    topology = _load(file)
-    if dry_run:
-        typer.echo(
-            f"would apply {len(topology.topics)} topics and "
-            f"{len(topology.subscriptions)} subscriptions to {broker}"
-        )
-        return
-
-    async def apply() -> None:
-        b = await connect(broker)
-        try:
-            await b.declare(topology)
-        finally:
-            await b.close()
-
-    run(apply())
-    typer.echo(
-        f"applied {len(topology.topics)} topics and {len(topology.subscriptions)} "
-        f"subscriptions to {broker}"
     )
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -68,8 +69,16 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+_CLIENT_LOGGERS = ("aiormq", "aio_pika")
+"""Client libraries that log a failure the command reports itself as its one line."""
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro``; a tidings error or an OS error becomes one line and exit 2."""
+    for name in _CLIENT_LOGGERS:
+        client = logging.getLogger(name)
+        if not client.handlers:
+            client.addHandler(logging.NullHandler())
     try:
         return asyncio.run(coro)
     except TidingsError as exc:
