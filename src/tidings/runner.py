@@ -2,6 +2,10 @@
 
 Both stop cleanly on SIGTERM and SIGINT: a listener finishes the events in hand and exits 0;
 an API stops taking requests, finishes those in flight and stops its relay.
+
+Both report to the deployment's control store (:mod:`tidings.control`): a relay traces what
+it publishes; a listener declares its subscription there, follows the operator's controls
+every ``TIDINGS_CONTROL_INTERVAL`` seconds (1 by default), beats and traces what it settles.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tidings.brokers import Broker, connect
 from tidings.config import Settings
+from tidings.control import ControlStore, Recorder
 from tidings.db import create_engine, create_tables, session_factory
 from tidings.events.catalog import EventCatalog
 from tidings.listener import Listener, ListenerRuntime
@@ -54,14 +59,30 @@ async def domain_resources(
 
 
 @asynccontextmanager
+async def _control(settings: Settings) -> AsyncIterator[tuple[ControlStore, Recorder]]:
+    """The deployment's control store, with a recorder writing trace records to it until the
+    block ends (then what is left is written)."""
+    async with ControlStore.open(settings.control_database_url) as store:
+        recorder = Recorder(store)
+        recorder.start()
+        try:
+            yield store, recorder
+        finally:
+            await recorder.close()
+
+
+@asynccontextmanager
 async def publishing_domain(
     settings: Settings, domain: str, metadata: MetaData
 ) -> AsyncIterator[tuple[AsyncEngine, Outbox]]:
     """What a domain API needs to publish: its database and an outbox, with a relay running
     beside it (woken by each commit) until the block ends."""
-    async with domain_resources(settings, domain, metadata) as (engine, broker):
+    async with (
+        domain_resources(settings, domain, metadata) as (engine, broker),
+        _control(settings) as (_, recorder),
+    ):
         outbox = Outbox()
-        relay = Relay(engine, broker, outbox=outbox)
+        relay = Relay(engine, broker, outbox=outbox, recorder=recorder)
         task = asyncio.create_task(relay.run())
         try:
             yield engine, outbox
@@ -80,15 +101,22 @@ async def run_listener(
     catalog: EventCatalog | None = None,
     batch_size: int = 1,
 ) -> None:
-    """Declare ``subscription`` (and its topics), then consume it until SIGTERM/SIGINT.
-    With ``TIDINGS_METRICS_PORT`` set, the process serves ``/metrics`` on that port."""
+    """Declare ``subscription`` (and its topics) on the broker and in the control store, then
+    consume it until SIGTERM/SIGINT. With ``TIDINGS_METRICS_PORT`` set, the process serves
+    ``/metrics`` on that port."""
     import os
 
     port = os.environ.get("TIDINGS_METRICS_PORT")
     if port:
         serve_metrics(int(port), os.environ.get("TIDINGS_METRICS_HOST", "127.0.0.1"))
-    async with domain_resources(settings, domain, metadata) as (engine, broker):
-        await broker.declare(Topology.build(subscription.topics, [subscription]))
+    interval = float(os.environ.get("TIDINGS_CONTROL_INTERVAL") or 1.0)
+    async with (
+        domain_resources(settings, domain, metadata) as (engine, broker),
+        _control(settings) as (store, recorder),
+    ):
+        topology = Topology.build(subscription.topics, [subscription])
+        await broker.declare(topology)
+        await store.declared(topology)
         built = build()
         listener = built if isinstance(built, Listener) else await built
         runtime = ListenerRuntime(
@@ -98,6 +126,9 @@ async def run_listener(
             sessions=session_factory(engine),
             catalog=catalog,
             batch_size=batch_size,
+            control=store,
+            recorder=recorder,
+            control_interval=interval,
         )
         runtime.install_signal_handlers()
         log.info("listening", extra={"subscription": subscription.name})

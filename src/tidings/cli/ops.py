@@ -184,7 +184,9 @@ def subscriptions(
     database_url: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Every declared subscription: topics, filter, depth (ready / in flight / delayed),
+    """Every declared subscription: depth, rate, dead letters, listeners, paused.
+
+    Per subscription: topics, filter, depth (ready / in flight / delayed),
     processed per second and listeners alive (from the listeners' heartbeats of the last
     10 s), oldest message age, dead letters, paused or running (and how many listeners
     have followed), and the in-flight and rate limits in force (* = set by an operator,

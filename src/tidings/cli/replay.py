@@ -191,8 +191,11 @@ def replay_command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Count, deliver nothing.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Re-deliver archived events of TOPIC from the publisher's outbox to subscription TO
-    only, in the order they were written. Safe to repeat: listeners drop what they applied."""
+    """Re-deliver archived events of a topic to one subscription only.
+
+    Reads the publisher's outbox archive (published rows it keeps) and hands the events of
+    --topic to --to alone, in the order they were written. Safe to repeat: listeners drop
+    what they applied."""
     if (source is None) == (domain is None):
         raise fail("give either --source DATABASE_URL or --domain NAME")
     selection = Selection(

@@ -56,7 +56,9 @@ def trace(
     database_url: DatabaseOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Every event CORRELATION_ID caused (the x-correlation-id of a request): where it was
+    """The whole story of one request: every event CORRELATION_ID caused.
+
+    CORRELATION_ID is the x-correlation-id of a request. For each event: where it was
     published, which subscriptions received it, what each did with it (applied, stale,
     duplicate, unhandled, retried, dead_lettered) and when. Exit 1 when nothing is known of
     the id."""

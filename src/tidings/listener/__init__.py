@@ -6,7 +6,7 @@ from tidings.listener.inbox import inbox_table
 from tidings.listener.outcomes import DeadLetter, Outcome, Retry
 from tidings.listener.retry import backoff_delay
 from tidings.listener.runtime import ListenerRuntime
-from tidings.listener.throttle import Gate, RateLimiter
+from tidings.listener.throttle import Gate, RateLimiter, Slots
 
 __all__ = [
     "DeadLetter",
@@ -17,6 +17,7 @@ __all__ = [
     "Outcome",
     "RateLimiter",
     "Retry",
+    "Slots",
     "backoff_delay",
     "inbox_table",
 ]

@@ -13,6 +13,11 @@ the limit while its lease runs). Then, in order:
 
 A delivery is acknowledged only after its effect committed, so a crash at any point loses
 nothing: the broker gives the delivery back and the inbox drops what was already applied.
+
+With a control store (:mod:`tidings.control`) the runtime follows what operators set on its
+subscription: read before the first delivery is taken (so a pause outlives a restart) and
+every ``control_interval`` seconds after, and it reports a heartbeat at the same pace. With
+a recorder, every settle adds one trace record (in memory; the recorder writes them).
 """
 
 from __future__ import annotations
@@ -22,13 +27,25 @@ import contextlib
 import logging
 import random
 import signal
-from collections import Counter
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tidings.brokers.base import Broker, Delivery
+from tidings import tracing
+from tidings.brokers.base import Broker, Consumer, Delivery
+from tidings.control import (
+    Controls,
+    ControlStore,
+    ListenerBeat,
+    Recorder,
+    TraceRecord,
+    process_name,
+)
 from tidings.errors import ConfigurationError, EventError
 from tidings.events import Event
 from tidings.events.catalog import EventCatalog
@@ -37,16 +54,28 @@ from tidings.listener.app import Handler, Listener
 from tidings.listener.inbox import record, record_many
 from tidings.listener.outcomes import DeadLetter, Outcome, Retry
 from tidings.listener.retry import backoff_delay
-from tidings.listener.throttle import Gate, RateLimiter
+from tidings.listener.throttle import Gate, RateLimiter, Slots
 from tidings.metrics import CONSUMED, DEPTH, HANDLER_SECONDS, SETTLED
+from tidings.subsets.guard import StaleNote
 from tidings.topology import Subscription
 
 __all__ = ["ListenerRuntime"]
 
 log = logging.getLogger("tidings.listener")
 
+_T = TypeVar("_T")
+
 DEPTH_INTERVAL = 5.0
 """Seconds between two readings of the subscription's depth for the gauges."""
+
+CONTROL_TIMEOUT = 5.0
+"""Longest wait for one read or heartbeat of the control store."""
+
+STORE_WARNING_INTERVAL = 60.0
+"""Seconds between two warnings that the control store cannot be used."""
+
+RATE_WINDOW = 10.0
+"""Seconds over which a heartbeat's events per second are measured."""
 
 
 class ListenerRuntime:
@@ -66,6 +95,12 @@ class ListenerRuntime:
     ``ceil(in_flight / N)`` workers: right for handlers that only write the database. If
     any handler of a batch fails, the batch rolls back and each of its events is applied
     again in a transaction of its own, so a failure is settled for its own event only.
+
+    With ``control``, what an operator sets on the subscription wins over :meth:`pause`,
+    :meth:`resume`, :attr:`rate` and :attr:`in_flight_limit`: it is read before the first
+    delivery and every ``control_interval`` seconds (see :meth:`apply_controls`). A store
+    that cannot be read leaves the last controls in force (with a warning at most once a
+    minute); the listener keeps working. With ``recorder``, each settle is a trace record.
     """
 
     def __init__(
@@ -80,6 +115,9 @@ class ListenerRuntime:
         batch_size: int = 1,
         shutdown_grace: float = 30.0,
         rng: random.Random | None = None,
+        control: ControlStore | None = None,
+        recorder: Recorder | None = None,
+        control_interval: float = 1.0,
     ) -> None:
         if listener.subscription != subscription.name:
             raise ConfigurationError(
@@ -87,6 +125,8 @@ class ListenerRuntime:
             )
         if batch_size < 1:
             raise ConfigurationError("batch_size must be at least 1")
+        if control_interval <= 0:
+            raise ConfigurationError("control_interval must be above 0 seconds")
         self.listener = listener
         self.broker = broker
         self.subscription = subscription
@@ -95,13 +135,25 @@ class ListenerRuntime:
         self.inbox = inbox
         self.batch_size = batch_size
         self.shutdown_grace = shutdown_grace
+        self.control = control
+        self.recorder = recorder
+        self.control_interval = control_interval
         self.stats: Counter[Outcome] = Counter()
         self._rng = rng or random.Random()
         self._limiter = RateLimiter(subscription.rate)
         self._gate = Gate()
+        self._slots = Slots(subscription.in_flight)
         self._stopping = asyncio.Event()
+        self._wake: asyncio.Future[None] | None = None
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
-        self._held = 0
+        self._workers: list[asyncio.Task[None]] = []
+        self._sources: set[_Source] = set()
+        self._origin: dict[int, _Source] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self._settled = 0
+        self._process = process_name()
+        self._store_down = False
+        self._warned_at: float | None = None
         self._consumed = CONSUMED.labels(subscription.name)
 
     @property
@@ -119,11 +171,27 @@ class ListenerRuntime:
     @property
     def in_flight(self) -> int:
         """Deliveries taken from the broker and not yet settled."""
-        return self._held
+        return self._slots.held
+
+    @property
+    def in_flight_limit(self) -> int:
+        """How many deliveries may be held at once (the subscription's ``in_flight`` unless
+        changed). A change takes effect while running: a lower limit takes no delivery
+        until enough are settled; a higher one adds workers and, past the consumer's
+        prefetch, opens a consumer with room for it (the old one closes once what it
+        handed out is settled)."""
+        return self._slots.limit
+
+    @in_flight_limit.setter
+    def in_flight_limit(self, value: int) -> None:
+        self._slots.limit = value
+        self._interrupt()
 
     def pause(self) -> None:
         """Take no new deliveries until :meth:`resume`; those in hand finish."""
-        self._gate.close()
+        if self._gate.is_open:
+            self._gate.close()
+            self._interrupt()
 
     def resume(self) -> None:
         self._gate.open()
@@ -131,6 +199,26 @@ class ListenerRuntime:
     def stop(self) -> None:
         """Ask :meth:`run` to finish the work in hand and return."""
         self._stopping.set()
+        self._interrupt()
+
+    def apply_controls(self, controls: Controls) -> None:
+        """Follow what an operator set: paused or not, and the rate and in-flight limits
+        (``None``: as the subscription declares them)."""
+        name = self.subscription.name
+        if controls.paused != self.paused:
+            log.info("paused" if controls.paused else "resumed", extra={"subscription": name})
+            if controls.paused:
+                self.pause()
+            else:
+                self.resume()
+        rate = self.subscription.rate if controls.rate is None else controls.rate
+        if rate != self.rate:
+            log.info("rate limit %s/s", rate or "no", extra={"subscription": name})
+            self.rate = rate
+        limit = controls.in_flight or self.subscription.in_flight
+        if limit != self.in_flight_limit:
+            log.info("in-flight limit %d", limit, extra={"subscription": name})
+            self.in_flight_limit = limit
 
     def install_signal_handlers(self) -> None:
         """Stop gracefully on SIGTERM and SIGINT (call from the running loop)."""
@@ -140,37 +228,148 @@ class ListenerRuntime:
 
     async def run(self) -> None:
         """Consume until :meth:`stop`."""
-        consumer = self.broker.consume(self.subscription.name, prefetch=self.subscription.in_flight)
-        workers = [
-            asyncio.create_task(self._work())
-            for _ in range(-(-self.subscription.in_flight // self.batch_size))
-        ]
-        stop = asyncio.create_task(self._stopping.wait())
-        depth = asyncio.create_task(self._report_depth())
+        loop = asyncio.get_running_loop()
+        self._wake = wake = loop.create_future()
+        if self.control is not None:
+            await self._read_controls()
+        source = self._open()
+        self._grow_workers()
+        background = [asyncio.create_task(self._report_depth())]
+        if self.control is not None:
+            background.append(asyncio.create_task(self._follow_controls()))
         try:
             while not self._stopping.is_set():
-                if not self._gate.is_open and not await self._until(self._gate.wait(), stop):
-                    break
-                if self._limiter.rate is not None and not await self._until(
-                    self._limiter.acquire(), stop
+                if wake.done():
+                    self._wake = wake = loop.create_future()
+                    if self._slots.limit > source.prefetch:
+                        source = self._reopen(source)
+                    self._grow_workers()
+                if not self._gate.is_open:
+                    await self._until(self._gate.wait(), wake)
+                    continue
+                # A consumer holds no more than its prefetch by itself: the slots matter
+                # below it, and while a replaced consumer still holds deliveries.
+                if self._slots.full and (
+                    self._slots.limit < source.prefetch or len(self._sources) > 1
                 ):
-                    break
-                delivery = await self._until(consumer.__anext__(), stop)
+                    await self._until(self._slots.wait(), wake)
+                    continue
+                if self._limiter.rate is not None and not await self._until(
+                    self._limiter.acquire(), wake
+                ):
+                    continue
+                delivery = await self._until(source.consumer.__anext__(), wake)
                 if delivery is None:
-                    break
-                self._held += 1
+                    if wake.done():
+                        continue
+                    break  # the consumer ended
+                self._slots.take()
+                source.held += 1
+                self._origin[id(delivery)] = source
                 self._consumed.inc()
                 work = await self._prepare(delivery)
                 if work is not None:
                     self._queue.put_nowait(work)
             await self._drain()
         finally:
-            stop.cancel()
-            depth.cancel()
-            for worker in workers:
+            for task in background:
+                task.cancel()
+            for worker in self._workers:
                 worker.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-            await consumer.close()
+            await asyncio.gather(*background, *self._workers, return_exceptions=True)
+            self._workers.clear()
+            for open_source in list(self._sources):
+                self._close(open_source)
+            await asyncio.gather(*self._closing, return_exceptions=True)
+            if self.control is not None and self._stopping.is_set():
+                await self._store(
+                    "report the stop", self.control.gone(self.subscription.name, self._process)
+                )
+
+    def _interrupt(self) -> None:
+        """Wake :meth:`run` from whatever it waits for, to look at its state again."""
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    def _open(self) -> _Source:
+        limit = self._slots.limit
+        source = _Source(self.broker.consume(self.subscription.name, prefetch=limit), limit)
+        self._sources.add(source)
+        return source
+
+    def _reopen(self, old: _Source) -> _Source:
+        """A consumer with room for the new limit. The old one is closed once every delivery
+        it handed out is settled; what it fetched and did not hand out goes back."""
+        old.retiring = True
+        if old.held == 0:
+            self._close(old)
+        return self._open()
+
+    def _close(self, source: _Source) -> None:
+        self._sources.discard(source)
+        task = asyncio.create_task(source.consumer.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _grow_workers(self) -> None:
+        while len(self._workers) < -(-self._slots.limit // self.batch_size):
+            self._workers.append(asyncio.create_task(self._work()))
+
+    async def _read_controls(self) -> None:
+        assert self.control is not None
+        controls = await self._store(
+            "read the controls", self.control.controls(self.subscription.name)
+        )
+        if controls is not None:
+            self.apply_controls(controls)
+
+    async def _follow_controls(self) -> None:
+        """Report a heartbeat and read the controls, every ``control_interval`` seconds."""
+        assert self.control is not None
+        samples: deque[tuple[float, int]] = deque()
+        while True:
+            now = time.monotonic()
+            samples.append((now, self._settled))
+            while now - samples[0][0] > RATE_WINDOW:
+                samples.popleft()
+            since, settled = samples[0]
+            beat = ListenerBeat(
+                subscription=self.subscription.name,
+                process=self._process,
+                in_flight=self._slots.held,
+                settled=self._settled,
+                per_second=(self._settled - settled) / (now - since) if now > since else 0.0,
+                paused=self.paused,
+                seen_at=datetime.now(UTC),
+            )
+            await self._store("report", self.control.beat(beat))
+            await asyncio.sleep(self.control_interval)
+            await self._read_controls()
+
+    async def _store(self, doing: str, call: Awaitable[_T]) -> _T | None:
+        """``call``'s result, or None (and a warning at most once a minute) when the control
+        store cannot be used: what was read last stays in force."""
+        try:
+            async with asyncio.timeout(CONTROL_TIMEOUT):
+                result = await call
+        except Exception as exc:  # noqa: BLE001 - the store steers the listener, never stops it
+            now = time.monotonic()
+            if self._warned_at is None or now - self._warned_at >= STORE_WARNING_INTERVAL:
+                self._warned_at = now
+                log.warning(
+                    "cannot %s on the control store (%s); keeping the last controls",
+                    doing,
+                    str(exc) or type(exc).__name__,
+                    extra={"subscription": self.subscription.name},
+                )
+            self._store_down = True
+            return None
+        if self._store_down:
+            self._store_down = False
+            log.info(
+                "control store reachable again", extra={"subscription": self.subscription.name}
+            )
+        return result
 
     def _timer(self, event_type: str) -> Any:
         return HANDLER_SECONDS.labels(self.subscription.name, event_type).time()
@@ -236,7 +435,7 @@ class ListenerRuntime:
             return await self._retry(delivery, event, exc.reason, exc.after)
         except Exception as exc:  # noqa: BLE001 - any handler failure is retried
             return await self._retry(delivery, event, f"{type(exc).__name__}: {exc}", None)
-        return await self._settle(delivery, event, outcome)
+        return await self._settle(delivery, event, outcome, note=work.note)
 
     async def _transaction(self, work: _Work) -> Outcome:
         """Run the handler (with the inbox row) in one transaction. A handler that touches
@@ -246,7 +445,12 @@ class ListenerRuntime:
             if self.inbox and not await record(session, self.subscription.name, str(work.event.id)):
                 outcome = Outcome.DUPLICATE
             else:
-                with self._timer(work.event.event_type):
+                work.note = StaleNote()
+                with (
+                    tracing.handling(work.delivery, work.event),
+                    self._timer(work.event.event_type),
+                    work.note,
+                ):
                     await work.handler(work.event, session)
                 outcome = Outcome.APPLIED
             if session.in_transaction():
@@ -271,7 +475,12 @@ class ListenerRuntime:
                 for work, event_id in zip(batch, ids, strict=True):
                     if event_id in new:
                         new.discard(event_id)
-                        with self._timer(work.event.event_type):
+                        work.note = StaleNote()
+                        with (
+                            tracing.handling(work.delivery, work.event),
+                            self._timer(work.event.event_type),
+                            work.note,
+                        ):
                             await work.handler(work.event, session)
                         outcomes.append(Outcome.APPLIED)
                     else:
@@ -280,7 +489,7 @@ class ListenerRuntime:
             return False
         await asyncio.gather(
             *(
-                self._settle(w.delivery, w.event, outcome)
+                self._settle(w.delivery, w.event, outcome, note=w.note)
                 for w, outcome in zip(batch, outcomes, strict=True)
             )
         )
@@ -315,8 +524,9 @@ class ListenerRuntime:
         *,
         delay: float = 0.0,
         reason: str = "",
+        note: StaleNote | None = None,
     ) -> Outcome | None:
-        self._held -= 1
+        self._slots.release()
         try:
             if outcome is Outcome.RETRIED:
                 await delivery.retry(delay, reason)
@@ -327,19 +537,65 @@ class ListenerRuntime:
         except Exception as exc:  # noqa: BLE001 - the broker gives unsettled deliveries back
             _log(logging.WARNING, "could not settle (%s); it will come back", delivery, event, exc)
             return None
+        finally:
+            self._settled_from(delivery)
         self.stats[outcome] += 1
+        self._settled += 1
         SETTLED.labels(self.subscription.name, outcome.value).inc()
+        if self.recorder is not None:
+            self.recorder.add(self._trace(delivery, event, outcome, reason, note))
         if outcome in (Outcome.APPLIED, Outcome.DUPLICATE, Outcome.UNHANDLED):
             _log(logging.DEBUG, "%s", delivery, event, outcome.value)
         return outcome
 
+    def _settled_from(self, delivery: Delivery) -> None:
+        """Count ``delivery`` off its consumer, and close a replaced consumer once it holds
+        no delivery any more."""
+        source = self._origin.pop(id(delivery), None)
+        if source is not None:
+            source.held -= 1
+            if source.retiring and source.held == 0 and source in self._sources:
+                self._close(source)
+
+    def _trace(
+        self,
+        delivery: Delivery,
+        event: Event | None,
+        outcome: Outcome,
+        reason: str,
+        note: StaleNote | None,
+    ) -> TraceRecord:
+        """The trace record of one settle. An applied event whose every guarded field was
+        stale is ``stale``; the stale fields are the detail of an applied event."""
+        name, detail = outcome.value, reason or None
+        if outcome is Outcome.APPLIED and note is not None and note.stale:
+            detail = ", ".join(sorted(note.stale))
+            if note.changed_nothing:
+                name = "stale"
+        message = delivery.message
+        return TraceRecord(
+            correlation_id=(
+                event.correlation_id if event else message.headers.get("correlation-id", "")
+            ),
+            event_id=str(event.id) if event else message.id,
+            event_type=event.event_type if event else message.event_type,
+            entity_id=event.entity_id if event else message.key,
+            outcome=name,
+            process=self._process,
+            at=datetime.now(UTC),
+            topic=delivery.topic,
+            subscription=self.subscription.name,
+            attempt=delivery.attempt,
+            detail=detail,
+        )
+
     @staticmethod
-    async def _until(awaitable: Any, stop: asyncio.Task[Any]) -> Any:
-        """Await ``awaitable`` unless ``stop`` finishes first (then cancel it and return
-        None). Returns True for an awaitable that returns None."""
+    async def _until(awaitable: Any, wake: asyncio.Future[None]) -> Any:
+        """Await ``awaitable`` unless ``wake`` (a stop, a pause, a new limit) comes first
+        (then cancel it and return None). Returns True for an awaitable that returns None."""
         task = asyncio.ensure_future(awaitable)
         try:
-            await asyncio.wait((task, stop), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((task, wake), return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             task.cancel()
             raise
@@ -360,11 +616,23 @@ class ListenerRuntime:
             await asyncio.wait_for(self._queue.join(), self.shutdown_grace)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class _Work:
     delivery: Delivery
     event: Event
     handler: Handler
+    note: StaleNote | None = None
+    """What the version guard decided while the handler last ran."""
+
+
+@dataclass(slots=True, eq=False)
+class _Source:
+    """A consumer and how many of its deliveries are held; a retiring one was replaced."""
+
+    consumer: Consumer
+    prefetch: int
+    held: int = 0
+    retiring: bool = False
 
 
 def _log(level: int, msg: str, delivery: Delivery, event: Event | None, *args: Any) -> None:

@@ -1,10 +1,10 @@
-"""Pace controls for a listener: a rate limit and a pause gate."""
+"""Pace controls for a listener: a rate limit, an in-flight limit and a pause gate."""
 
 from __future__ import annotations
 
 import asyncio
 
-__all__ = ["Gate", "RateLimiter"]
+__all__ = ["Gate", "RateLimiter", "Slots"]
 
 
 class RateLimiter:
@@ -69,3 +69,48 @@ class Gate:
 
     async def wait(self) -> None:
         await self._open.wait()
+
+
+class Slots:
+    """A count of what is held against a limit that may change while in use: :meth:`wait`
+    returns once fewer than :attr:`limit` are held. Lowering the limit below what is held
+    takes nothing back; it only stops new takes until enough are released."""
+
+    def __init__(self, limit: int) -> None:
+        self.held = 0
+        self._room = asyncio.Event()
+        self.limit = limit
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @limit.setter
+    def limit(self, value: int) -> None:
+        if value < 1:
+            raise ValueError("limit must be at least 1")
+        self._limit = value
+        self._update()
+
+    @property
+    def full(self) -> bool:
+        return self.held >= self._limit
+
+    def take(self) -> None:
+        self.held += 1
+        if self.held >= self._limit:
+            self._room.clear()
+
+    def release(self) -> None:
+        self.held -= 1
+        if self.held < self._limit:
+            self._room.set()
+
+    async def wait(self) -> None:
+        await self._room.wait()
+
+    def _update(self) -> None:
+        if self.held < self._limit:
+            self._room.set()
+        else:
+            self._room.clear()

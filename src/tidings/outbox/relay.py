@@ -20,6 +20,9 @@ PostgreSQL when any process commits (``LISTEN``/``NOTIFY``), and every ``poll_in
 regardless (every ``max_backoff`` at most while it cannot ``LISTEN``).
 
 A published row is kept for ``retention`` (replay reads it), then deleted.
+
+With a :class:`~tidings.control.Recorder`, each row the broker confirmed adds a
+``published`` trace record (kept in memory; the recorder writes them).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tidings.brokers.base import Broker, Message
+from tidings.control import Recorder, TraceRecord, process_name
 from tidings.db import READ_ONLY
 from tidings.errors import BrokerError
 from tidings.events.model import utc_now
@@ -73,6 +77,7 @@ class Relay:
         retention: timedelta = timedelta(days=7),
         max_backoff: float = 5.0,
         name: str | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.engine = engine
         self._reader = engine.execution_options(**{READ_ONLY: True})
@@ -84,6 +89,7 @@ class Relay:
         self.retention = retention
         self.max_backoff = max_backoff
         self.name = name or f"relay-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.recorder = recorder
         self.published = 0
         self._stopping = asyncio.Event()
         self._wakeups: postgres.Wakeups | None = None
@@ -141,6 +147,8 @@ class Relay:
         try:
             for topic, topic_rows in by_topic.items():
                 await self.broker.publish(topic, [_message(r) for r in topic_rows])
+                if self.recorder is not None:
+                    self._trace(topic_rows)
                 await self._mark_published([r.seq for r in topic_rows])
                 PUBLISHED.labels(topic).inc(len(topic_rows))
                 published += len(topic_rows)
@@ -149,6 +157,23 @@ class Relay:
                 await self._release()
         self.published += published
         return published
+
+    def _trace(self, rows: Sequence[Any]) -> None:
+        assert self.recorder is not None
+        at, process = utc_now(), process_name()
+        for row in rows:
+            self.recorder.add(
+                TraceRecord(
+                    correlation_id=(row.headers or {}).get("correlation-id", ""),
+                    event_id=row.event_id,
+                    event_type=row.event_type,
+                    entity_id=row.entity_id,
+                    outcome="published",
+                    process=process,
+                    at=at,
+                    topic=row.topic,
+                )
+            )
 
     async def pending(self) -> int:
         """How many rows wait to be published."""
