@@ -14,7 +14,8 @@ from tidings.brokers.memory import MemoryBroker
 from tidings.control import Controls, ControlStore, Recorder
 from tidings.events import Event, EventData
 from tidings.listener import Listener, ListenerRuntime, Slots
-from tidings.subsets.guard import StaleNote, VersionGuard
+from tidings.listener import StaleNote
+from tidings.subsets.guard import VersionGuard
 from tidings.testing import drain, publish_events
 from tidings.topology import Subscription, Topology
 

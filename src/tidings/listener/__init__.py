@@ -6,6 +6,7 @@ from tidings.listener.inbox import inbox_table
 from tidings.listener.outcomes import DeadLetter, Outcome, Retry
 from tidings.listener.retry import backoff_delay
 from tidings.listener.runtime import ListenerRuntime
+from tidings.listener.stale import StaleNote
 from tidings.listener.throttle import Gate, RateLimiter, Slots
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "RateLimiter",
     "Retry",
     "Slots",
+    "StaleNote",
     "backoff_delay",
     "inbox_table",
 ]

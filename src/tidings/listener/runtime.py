@@ -27,55 +27,35 @@ import contextlib
 import logging
 import random
 import signal
-import time
-from collections import Counter, deque
-from collections.abc import Awaitable
+from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tidings import tracing
 from tidings.brokers.base import Broker, Consumer, Delivery
-from tidings.control import (
-    Controls,
-    ControlStore,
-    ListenerBeat,
-    Recorder,
-    TraceRecord,
-    process_name,
-)
+from tidings.control import Controls, ControlStore, Recorder
 from tidings.errors import ConfigurationError, EventError
 from tidings.events import Event
 from tidings.events.catalog import EventCatalog
 from tidings.events.codecs import decode
 from tidings.listener.app import Handler, Listener
+from tidings.listener.control import ControlLink, Status
 from tidings.listener.inbox import record, record_many
 from tidings.listener.outcomes import DeadLetter, Outcome, Retry
 from tidings.listener.retry import backoff_delay
+from tidings.listener.stale import StaleNote
 from tidings.listener.throttle import Gate, RateLimiter, Slots
 from tidings.metrics import CONSUMED, DEPTH, HANDLER_SECONDS, SETTLED
-from tidings.subsets.guard import StaleNote
 from tidings.topology import Subscription
 
 __all__ = ["ListenerRuntime"]
 
 log = logging.getLogger("tidings.listener")
 
-_T = TypeVar("_T")
-
 DEPTH_INTERVAL = 5.0
 """Seconds between two readings of the subscription's depth for the gauges."""
-
-CONTROL_TIMEOUT = 5.0
-"""Longest wait for one read or heartbeat of the control store."""
-
-STORE_WARNING_INTERVAL = 60.0
-"""Seconds between two warnings that the control store cannot be used."""
-
-RATE_WINDOW = 10.0
-"""Seconds over which a heartbeat's events per second are measured."""
 
 
 class ListenerRuntime:
@@ -151,9 +131,9 @@ class ListenerRuntime:
         self._origin: dict[int, _Source] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._settled = 0
-        self._process = process_name()
-        self._store_down = False
-        self._warned_at: float | None = None
+        self._link = ControlLink(
+            subscription.name, store=control, recorder=recorder, interval=control_interval
+        )
         self._consumed = CONSUMED.labels(subscription.name)
 
     @property
@@ -230,13 +210,14 @@ class ListenerRuntime:
         """Consume until :meth:`stop`."""
         loop = asyncio.get_running_loop()
         self._wake = wake = loop.create_future()
-        if self.control is not None:
-            await self._read_controls()
+        if (controls := await self._link.controls()) is not None:
+            self.apply_controls(controls)
         source = self._open()
         self._grow_workers()
-        background = [asyncio.create_task(self._report_depth())]
-        if self.control is not None:
-            background.append(asyncio.create_task(self._follow_controls()))
+        background = [
+            asyncio.create_task(self._report_depth()),
+            asyncio.create_task(self._link.follow(self._status, self.apply_controls)),
+        ]
         try:
             while not self._stopping.is_set():
                 if wake.done():
@@ -281,10 +262,8 @@ class ListenerRuntime:
             for open_source in list(self._sources):
                 self._close(open_source)
             await asyncio.gather(*self._closing, return_exceptions=True)
-            if self.control is not None and self._stopping.is_set():
-                await self._store(
-                    "report the stop", self.control.gone(self.subscription.name, self._process)
-                )
+            if self._stopping.is_set():
+                await self._link.gone()
 
     def _interrupt(self) -> None:
         """Wake :meth:`run` from whatever it waits for, to look at its state again."""
@@ -315,61 +294,8 @@ class ListenerRuntime:
         while len(self._workers) < -(-self._slots.limit // self.batch_size):
             self._workers.append(asyncio.create_task(self._work()))
 
-    async def _read_controls(self) -> None:
-        assert self.control is not None
-        controls = await self._store(
-            "read the controls", self.control.controls(self.subscription.name)
-        )
-        if controls is not None:
-            self.apply_controls(controls)
-
-    async def _follow_controls(self) -> None:
-        """Report a heartbeat and read the controls, every ``control_interval`` seconds."""
-        assert self.control is not None
-        samples: deque[tuple[float, int]] = deque()
-        while True:
-            now = time.monotonic()
-            samples.append((now, self._settled))
-            while now - samples[0][0] > RATE_WINDOW:
-                samples.popleft()
-            since, settled = samples[0]
-            beat = ListenerBeat(
-                subscription=self.subscription.name,
-                process=self._process,
-                in_flight=self._slots.held,
-                settled=self._settled,
-                per_second=(self._settled - settled) / (now - since) if now > since else 0.0,
-                paused=self.paused,
-                seen_at=datetime.now(UTC),
-            )
-            await self._store("report", self.control.beat(beat))
-            await asyncio.sleep(self.control_interval)
-            await self._read_controls()
-
-    async def _store(self, doing: str, call: Awaitable[_T]) -> _T | None:
-        """``call``'s result, or None (and a warning at most once a minute) when the control
-        store cannot be used: what was read last stays in force."""
-        try:
-            async with asyncio.timeout(CONTROL_TIMEOUT):
-                result = await call
-        except Exception as exc:  # noqa: BLE001 - the store steers the listener, never stops it
-            now = time.monotonic()
-            if self._warned_at is None or now - self._warned_at >= STORE_WARNING_INTERVAL:
-                self._warned_at = now
-                log.warning(
-                    "cannot %s on the control store (%s); keeping the last controls",
-                    doing,
-                    str(exc) or type(exc).__name__,
-                    extra={"subscription": self.subscription.name},
-                )
-            self._store_down = True
-            return None
-        if self._store_down:
-            self._store_down = False
-            log.info(
-                "control store reachable again", extra={"subscription": self.subscription.name}
-            )
-        return result
+    def _status(self) -> Status:
+        return Status(in_flight=self._slots.held, settled=self._settled, paused=self.paused)
 
     def _timer(self, event_type: str) -> Any:
         return HANDLER_SECONDS.labels(self.subscription.name, event_type).time()
@@ -445,13 +371,7 @@ class ListenerRuntime:
             if self.inbox and not await record(session, self.subscription.name, str(work.event.id)):
                 outcome = Outcome.DUPLICATE
             else:
-                work.note = StaleNote()
-                with (
-                    tracing.handling(work.delivery, work.event),
-                    self._timer(work.event.event_type),
-                    work.note,
-                ):
-                    await work.handler(work.event, session)
+                await self._handle(work, session)
                 outcome = Outcome.APPLIED
             if session.in_transaction():
                 await session.commit()
@@ -459,6 +379,17 @@ class ListenerRuntime:
         finally:
             if session.in_transaction():
                 await session.close()
+
+    async def _handle(self, work: _Work, session: AsyncSession) -> None:
+        """Run the handler in ``session``, in its trace span, timed, noting what the version
+        guard decided."""
+        work.note = StaleNote()
+        with (
+            tracing.handling(work.delivery, work.event),
+            self._timer(work.event.event_type),
+            work.note,
+        ):
+            await work.handler(work.event, session)
 
     async def _apply_batch(self, batch: list[_Work]) -> bool:
         """Apply ``batch`` in one transaction and settle it; False (nothing applied, nothing
@@ -475,13 +406,7 @@ class ListenerRuntime:
                 for work, event_id in zip(batch, ids, strict=True):
                     if event_id in new:
                         new.discard(event_id)
-                        work.note = StaleNote()
-                        with (
-                            tracing.handling(work.delivery, work.event),
-                            self._timer(work.event.event_type),
-                            work.note,
-                        ):
-                            await work.handler(work.event, session)
+                        await self._handle(work, session)
                         outcomes.append(Outcome.APPLIED)
                     else:
                         outcomes.append(Outcome.DUPLICATE)
@@ -542,8 +467,7 @@ class ListenerRuntime:
         self.stats[outcome] += 1
         self._settled += 1
         SETTLED.labels(self.subscription.name, outcome.value).inc()
-        if self.recorder is not None:
-            self.recorder.add(self._trace(delivery, event, outcome, reason, note))
+        self._link.settled(delivery, event, outcome, reason, note)
         if outcome in (Outcome.APPLIED, Outcome.DUPLICATE, Outcome.UNHANDLED):
             _log(logging.DEBUG, "%s", delivery, event, outcome.value)
         return outcome
@@ -556,38 +480,6 @@ class ListenerRuntime:
             source.held -= 1
             if source.retiring and source.held == 0 and source in self._sources:
                 self._close(source)
-
-    def _trace(
-        self,
-        delivery: Delivery,
-        event: Event | None,
-        outcome: Outcome,
-        reason: str,
-        note: StaleNote | None,
-    ) -> TraceRecord:
-        """The trace record of one settle. An applied event whose every guarded field was
-        stale is ``stale``; the stale fields are the detail of an applied event."""
-        name, detail = outcome.value, reason or None
-        if outcome is Outcome.APPLIED and note is not None and note.stale:
-            detail = ", ".join(sorted(note.stale))
-            if note.changed_nothing:
-                name = "stale"
-        message = delivery.message
-        return TraceRecord(
-            correlation_id=(
-                event.correlation_id if event else message.headers.get("correlation-id", "")
-            ),
-            event_id=str(event.id) if event else message.id,
-            event_type=event.event_type if event else message.event_type,
-            entity_id=event.entity_id if event else message.key,
-            outcome=name,
-            process=self._process,
-            at=datetime.now(UTC),
-            topic=delivery.topic,
-            subscription=self.subscription.name,
-            attempt=delivery.attempt,
-            detail=detail,
-        )
 
     @staticmethod
     async def _until(awaitable: Any, wake: asyncio.Future[None]) -> Any:

@@ -41,16 +41,15 @@ drops them only when the holder record itself is deleted. Load the holder record
 of a listener never decide about the same holder at once.
 
 Every field the guard refuses is counted (``tidings_subset_stale_fields``) and, inside a
-:class:`StaleNote` block, noted: the listener runtime opens one around each handler call to
-tell an event that changed nothing because it was stale from one that was applied.
+:class:`tidings.listener.StaleNote` block, noted: the listener runtime opens one around each
+handler call to tell an event that changed nothing because it was stale from one that was
+applied.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from contextvars import ContextVar, Token
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from sqlalchemy import BigInteger, Column, Index, String, Table, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -58,9 +57,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tidings.db import metadata
 from tidings.events.model import MAX_ENTITY_VERSION
+from tidings.listener.stale import note_fields
 from tidings.metrics import STALE_FIELDS
 
-__all__ = ["MEMBERSHIP", "StaleNote", "VersionGuard", "apply_changes", "subset_versions_table"]
+__all__ = ["MEMBERSHIP", "VersionGuard", "apply_changes", "subset_versions_table"]
 
 MEMBERSHIP = "_membership"
 """The pseudo-field that guards "added"/"removed" events of a copy (see the module doc)."""
@@ -81,41 +81,6 @@ Index(
 )
 
 _t = subset_versions_table
-
-_NOTE: ContextVar[StaleNote | None] = ContextVar("tidings_stale_note", default=None)
-
-
-class StaleNote:
-    """What :meth:`VersionGuard.fresh` decided while this note was open (``with note:``), in
-    this task and the tasks it starts: ``fresh`` the fields it let an event write, ``stale``
-    those it refused because the copy held a newer version (over every copy the event
-    touched). Not reentrant: open a new note for each event."""
-
-    __slots__ = ("_token", "fresh", "stale")
-
-    def __init__(self) -> None:
-        self.fresh: set[str] = set()
-        self.stale: set[str] = set()
-        self._token: Token[StaleNote | None] | None = None
-
-    @property
-    def changed_nothing(self) -> bool:
-        """The guard refused every field it was asked about: the event was stale."""
-        return bool(self.stale) and not self.fresh
-
-    def __enter__(self) -> Self:
-        self._token = _NOTE.set(self)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._token is not None:
-            _NOTE.reset(self._token)
-            self._token = None
 
 
 def apply_changes(
@@ -188,9 +153,7 @@ class VersionGuard:
         stale = set(names) - fresh
         if stale:
             STALE_FIELDS.labels(self.subset).inc(len(stale))
-        if (note := _NOTE.get()) is not None:
-            note.fresh |= fresh
-            note.stale |= stale
+        note_fields(fresh, stale)
         return fresh
 
     async def versions(
