@@ -299,3 +299,94 @@ async def test_a_poison_event_is_seen_redriven_and_purged(operator: Operator) ->
     assert declined.returncode == 2 and await letters()
     purged = operator.json("dlq", "purge", "tenure-listener", "--yes")
     assert purged["purged"] >= 1 and await letters() == []
+
+
+async def test_replay_backfills_one_subscription_and_changes_nothing_applied_twice(
+    operator: Operator, http: httpx.AsyncClient
+) -> None:
+    d = operator.deployment
+    pid, _ = await _person_in_a_tenure(http, d)
+    correlation = f"replay-{uuid.uuid4()}"
+    r = await http.patch(
+        f"{d.person}/api/v1/persons/{pid}",
+        headers=d.headers(**{"x-correlation-id": correlation}),
+        json={"firstName": "Di"},
+    )
+    assert r.status_code == 204, r.text
+    history_url = f"{d.activity}/api/v1/activityhistory?targetId={pid}"
+
+    async def history() -> list[dict[str, Any]]:
+        r = await http.get(history_url, headers=d.headers())
+        return list(r.json()["results"])
+
+    before = await eventually(history, lambda h: len(h) == 2)
+
+    async def outcomes() -> set[tuple[str, str]]:
+        result = await asyncio.to_thread(operator.run, "trace", correlation, "--json")
+        records = json.loads(result.stdout)["records"] if result.returncode == 0 else []
+        return {(r["where"], r["outcome"]) for r in records}
+
+    await eventually(outcomes, lambda seen: ("activity-listener", "applied") in seen)
+
+    dry = operator.json(
+        "replay", "--topic", "person", "--to", "activity-listener", "--domain", "person",
+        "--entity", pid, "--dry-run",
+    )  # fmt: skip
+    assert (dry["matched"], dry["replayed"]) == (2, 0)
+    for _ in range(2):
+        done = operator.json(
+            "replay", "--topic", "person", "--to", "activity-listener", "--domain", "person",
+            "--entity", pid, "--rate", "50",
+        )  # fmt: skip
+        assert (done["matched"], done["replayed"]) == (2, 2)
+
+    seen = await eventually(outcomes, lambda seen: ("activity-listener", "duplicate") in seen)
+    assert ("tenure-listener", "duplicate") not in seen, "the replay reached another subscription"
+    await asyncio.sleep(1)
+    assert await history() == before, "a replayed event was applied twice"
+
+    refused = operator.run(
+        "replay", "--topic", "person", "--to", "person-listener", "--domain", "person"
+    )
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+
+
+async def test_events_tail_follows_a_topic_live_and_takes_nothing_away(
+    operator: Operator, http: httpx.AsyncClient
+) -> None:
+    d = operator.deployment
+    env = {
+        **os.environ,
+        "TIDINGS_HOME": str(d.home),
+        "TIDINGS_BROKER": d.broker_url,
+        "PYTHONUNBUFFERED": "1",
+    }
+    tail = subprocess.Popen(
+        [sys.executable, "-m", "tidings.cli", "events", "tail", "--topic", "person",
+         "--type", "PersonCreatedEvent", "--count", "1", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )  # fmt: skip
+    try:
+        assert tail.stderr is not None
+        ready = await asyncio.wait_for(asyncio.to_thread(tail.stderr.readline), 30)
+        assert "following person" in ready, ready
+        pid, tid = await _person_in_a_tenure(http, d)
+        out, err = await asyncio.wait_for(asyncio.to_thread(tail.communicate), 30)
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+    assert tail.returncode == 0, err
+    [shown] = [json.loads(line) for line in out.splitlines()]
+    assert (shown["eventType"], shown["entityId"]) == ("PersonCreatedEvent", pid)
+
+    async def history() -> list[str]:
+        r = await http.get(
+            f"{d.activity}/api/v1/activityhistory?targetId={pid}", headers=d.headers()
+        )
+        return [a["eventType"] for a in r.json()["results"]]
+
+    assert await eventually(history, lambda kinds: "PersonCreatedEvent" in kinds)
+    assert await eventually(lambda: _member_name(http, d, tid, pid), lambda n: n == "Ms Ann Smyth")
