@@ -13,8 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tidings.brokers.memory import MemoryBroker
 from tidings.control import Controls, ControlStore, Recorder
 from tidings.events import Event, EventData
-from tidings.listener import Listener, ListenerRuntime, Slots
-from tidings.listener import StaleNote
+from tidings.listener import Listener, ListenerRuntime, Slots, StaleNote
 from tidings.subsets.guard import VersionGuard
 from tidings.testing import drain, publish_events
 from tidings.topology import Subscription, Topology

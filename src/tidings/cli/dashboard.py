@@ -41,8 +41,8 @@ def dashboard(
 ) -> None:
     """Serve the dashboard, a web page at http://HOST:PORT/, until Ctrl-C.
 
-    Tokens are verified as the APIs verify them (TIDINGS_JWT_*; by default the secret in HOME); actions
-    need the tidings-operators group."""
+    Tokens are verified as the APIs verify them (TIDINGS_JWT_*; by default the secret in
+    HOME); actions need the tidings-operators group."""
     from tidings.dashboard import create_app
     from tidings.runner import serve_api
     from tidings.web import AuthSettings
