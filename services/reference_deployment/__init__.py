@@ -1,4 +1,5 @@
-"""The reference deployment: Person, Tenure and Activity services kept in step by events.
+"""The reference deployment: Person, Tenure and Activity services kept in step by events,
+and an Alerts endpoint the push dispatcher delivers tenure events to.
 This package is the deployment's composition root: the one place that knows every
 service, their topics and subscriptions, and the processes ``tidings up`` starts."""
 
@@ -8,6 +9,8 @@ import sys
 from collections.abc import Mapping
 
 from activity_service.listener import SUBSCRIPTION as ACTIVITY
+from alerts_service.alerts import SUBSCRIPTION as ALERTS
+from alerts_service.alerts import WEBHOOK_PATH
 from housing_contracts import PERSON_TOPIC, TENURE_TOPIC
 from housing_contracts import catalog as CATALOG
 from person_service.listener import SUBSCRIPTION as PERSON
@@ -20,9 +23,13 @@ from tidings.topology import Topology
 
 __all__ = ["CATALOG", "METRICS_OFFSET", "PORTS", "SUBSETS", "TOPOLOGY", "processes"]
 
-TOPOLOGY = Topology.build([PERSON_TOPIC, TENURE_TOPIC], [TENURE, PERSON, ACTIVITY])
+TOPOLOGY = Topology.build([PERSON_TOPIC, TENURE_TOPIC], [TENURE, PERSON, ACTIVITY, ALERTS])
 
-PORTS = {"person": 8001, "tenure": 8002, "activity": 8003}
+PORTS = {"person": 8001, "tenure": 8002, "activity": 8003, "alerts": 8004}
+
+DOMAINS = ("person", "tenure", "activity")
+"""The domains with an API and a listener each; ``alerts`` is a receiver the push
+dispatcher delivers to."""
 
 SUBSETS: Mapping[str, Subset] = {s.name: s for s in (HouseholdMembers(), PersonTenures())}
 """The subsets ``tidings reconcile`` knows, by name: copies of Person records in the Tenure
@@ -42,8 +49,11 @@ def processes(
     listener, or as many as ``scale`` says for a role (``{"tenure-listener": 3}``). Copy ``k``
     of a domain's API listens on its port plus ``k * len(ports)``, and copy ``k`` of its
     listener serves metrics on that port plus :data:`METRICS_OFFSET`; listeners re-read
-    sources through copy 0. An unknown role in ``scale`` raises ValueError."""
-    roles = [f"{domain}-{part}" for domain in ports for part in ("api", "listener")]
+    sources through copy 0. One alerts API and one push dispatcher (pushing to that API;
+    metrics on the alerts port plus :data:`METRICS_OFFSET`) come last. An unknown role in
+    ``scale`` raises ValueError."""
+    domains = [domain for domain in ports if domain in DOMAINS]
+    roles = [f"{domain}-{part}" for domain in domains for part in ("api", "listener")]
     unknown = set(scale or {}) - set(roles)
     if unknown:
         raise ValueError(f"unknown process {sorted(unknown)[0]!r}; known: {', '.join(roles)}")
@@ -53,6 +63,8 @@ def processes(
     specs = []
     for k in range(max(counts.values())):
         for domain, port in ports.items():
+            if domain not in DOMAINS:
+                continue
             module = f"{domain}_service"
             api_port = port + k * len(ports)
             for part in ("api", "listener"):
@@ -79,4 +91,25 @@ def processes(
                             env={**env, **metrics},
                         )
                     )
+    if "alerts" in ports:
+        specs.extend(_alerts(host, ports["alerts"]))
     return specs
+
+
+def _alerts(host: str, port: int) -> list[ProcessSpec]:
+    """The alerts API and the push dispatcher that delivers to it."""
+    url = f"http://{host}:{port}"
+    argv = ["push", "--url", f"{ALERTS.name}={url}{WEBHOOK_PATH}"]
+    return [
+        ProcessSpec(
+            name="alerts-api",
+            argv=[sys.executable, "-m", "alerts_service", "api", "--host", host]
+            + ["--port", str(port)],
+            url=url,
+        ),
+        ProcessSpec(
+            name="push-dispatcher",
+            argv=[sys.executable, "-m", "tidings.cli", *argv],
+            env={"TIDINGS_METRICS_PORT": str(port + METRICS_OFFSET)},
+        ),
+    ]

@@ -16,16 +16,33 @@ TOML form::
     in_flight = 16
     rate = 200.0            # events per second; omit for no limit
     backoff = { initial = 1.0, maximum = 60.0, multiplier = 2.0, jitter = 0.2 }
+
+    [subscriptions.alerts]          # a push subscription: events are POSTed to an endpoint
+    topics = ["tenure"]
+    url = "https://alerts.example.org/webhooks/tidings"
+    secret_env = "ALERTS_WEBHOOK_SECRET"   # names the variable holding the signing secret
+    timeout = 10.0          # seconds per request
+    mode = "structured"     # CloudEvents HTTP mode: structured or binary
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from tidings.errors import ConfigurationError
 
@@ -33,6 +50,9 @@ __all__ = ["Backoff", "Subscription", "Topic", "Topology"]
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,99}$"
 EVENT_TYPE_PATTERN = r"^[A-Za-z0-9_]{1,200}$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,199}$"
+PUSH_FIELDS = ("url", "secret_env", "timeout", "mode")
+"""The fields of a push subscription (left out of a listener subscription's dump)."""
 
 
 class _Frozen(BaseModel):
@@ -64,6 +84,12 @@ class Subscription(_Frozen):
     second per consumer. ``lease_seconds`` is how long a delivery stays invisible to other
     consumers before it is given to another (backends with leases only): longer than the
     slowest handler, or a slow event is delivered twice (the inbox keeps it to one effect).
+
+    With ``url`` the subscription is a *push* subscription: the push dispatcher POSTs each
+    event to that ``http(s)`` URL, signed as Standard Webhooks says with the secret held by
+    the environment variable ``secret_env`` (never the secret itself), waiting ``timeout``
+    seconds at most (less than ``lease_seconds``), as a CloudEvent in ``mode`` structured
+    (the whole event as the JSON body) or binary (``ce-*`` headers, the data as the body).
     """
 
     name: str = Field(pattern=NAME_PATTERN)
@@ -74,15 +100,43 @@ class Subscription(_Frozen):
     in_flight: int = Field(default=16, ge=1, le=10_000)
     rate: float | None = Field(default=None, gt=0)
     lease_seconds: float = Field(default=30.0, gt=0, le=86_400)
+    url: str | None = Field(default=None, max_length=2000)
+    secret_env: str | None = Field(default=None, pattern=ENV_NAME_PATTERN)
+    timeout: float = Field(default=10.0, gt=0, le=300)
+    mode: Literal["structured", "binary"] = "structured"
 
     @model_validator(mode="after")
     def _check_types(self) -> Subscription:
-        import re
-
         for event_type in self.event_types:
             if not re.match(EVENT_TYPE_PATTERN, event_type):
                 raise ValueError(f"event_types: {event_type!r} is not a valid event type name")
         return self
+
+    @model_validator(mode="after")
+    def _check_endpoint(self) -> Subscription:
+        if self.url is None:
+            if self.secret_env is not None:
+                raise ValueError("secret_env: only a push subscription (with a url) has one")
+            return self
+        _check_url(self.url)
+        if self.secret_env is None:
+            raise ValueError("secret_env: a push subscription names its signing secret's variable")
+        if self.timeout >= self.lease_seconds:
+            raise ValueError("timeout: must be shorter than lease_seconds")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.url is None:
+            for name in PUSH_FIELDS:
+                data.pop(name, None)
+        return data
+
+    @property
+    def push(self) -> bool:
+        """True for a push subscription (events are POSTed to ``url``)."""
+        return self.url is not None
 
     def accepts(self, topic: str, event_type: str) -> bool:
         """True when an event of ``event_type`` published to ``topic`` belongs here."""
@@ -167,6 +221,24 @@ class Topology(_Frozen):
         return Topology.from_dict(
             {"topics": list(topics.values()), "subscriptions": list(subs.values())}
         )
+
+
+def _check_url(url: str) -> None:
+    """Only absolute ``http(s)`` URLs with a host and no credentials (secrets stay out of
+    the topology)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as exc:
+        raise ValueError(f"url: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"url: must be http or https, not {parts.scheme or 'relative'!r}")
+    if not parts.hostname:
+        raise ValueError("url: has no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("url: must not carry credentials; use secret_env")
+    if parts.fragment:
+        raise ValueError("url: must not have a fragment")
 
 
 def _unique(what: str, names: list[str]) -> None:

@@ -120,7 +120,7 @@ async def drive(d: Deployment, fault: Callable[[], None]) -> None:
     """Create people in tenures, rename them UPDATES times (``fault`` a third of the way),
     then check every accepted rename reached the tenure and the history exactly once."""
     base = int(d.person.rsplit(":", 1)[1])
-    persons = [d.person, f"http://127.0.0.1:{base + 3}"]
+    persons = [d.person, f"http://127.0.0.1:{base + 4}"]
     async with httpx.AsyncClient(timeout=10, headers=d.headers()) as http:
         people: list[tuple[str, str]] = []
         for i in range(PEOPLE):

@@ -24,9 +24,10 @@ T = TypeVar("T")
 
 
 def free_base_port() -> int:
-    """A base port for ``tidings up``: room for up to three copies of each API (9 ports),
-    their listeners' metrics ports (base + 100 onwards) and the dashboard (base - 1)."""
-    return free_ports(9, extra_offsets=(-1, 100))
+    """A base port for ``tidings up``: room for up to three copies of each API and the
+    alerts API (12 ports), their metrics ports (base + 100 onwards) and the dashboard
+    (base - 1)."""
+    return free_ports(12, extra_offsets=(-1, 100))
 
 
 @dataclass

@@ -412,7 +412,7 @@ async def test_two_instances_of_every_process_share_the_work_once(
         for name in ("person-api-2", "tenure-listener-2", "activity-listener-2"):
             assert name in names
         base = int(d.person.rsplit(":", 1)[1])
-        second_person = f"http://127.0.0.1:{base + 3}"
+        second_person = f"http://127.0.0.1:{base + 4}"
         pid = await create_person(http, d)
         tid = await create_tenure(http, d, member(pid, "Ms Ann Smyth"))
         for i in range(10):

@@ -153,7 +153,12 @@ def test_publisher_sends_every_message_and_each_subscription_receives_what_it_fi
         "receive.person-listener.tenure",
         "receive.activity-listener.person",
         "receive.activity-listener.tenure",
+        "receive.alerts.tenure",
     }
+    assert receive(document, "alerts", "tenure") == [
+        "PersonRemovedFromTenureEvent.v1",
+        "TenureUpdatedEvent.v1",
+    ]
     assert receive(document, "tenure-listener", "person") == ["PersonUpdatedEvent.v1"]
     assert receive(document, "tenure-listener", "tenure") == [
         "PersonAddedToTenureEvent.v1",

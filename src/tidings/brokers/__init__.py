@@ -27,6 +27,7 @@ from tidings.brokers.base import (
     Message,
     Tail,
 )
+from tidings.brokers.urls import without_password
 from tidings.errors import ConfigurationError, MissingDependency
 
 __all__ = [
@@ -72,6 +73,6 @@ async def connect(url: str) -> Broker:
             raise
         return await NatsBroker.open(url)
     raise ConfigurationError(
-        f"broker URL {url!r}: unknown scheme {scheme!r} "
+        f"broker URL {without_password(url)!r}: unknown scheme {scheme!r} "
         "(expected memory://, sqlite:///, amqp:// or nats://)"
     )

@@ -15,6 +15,7 @@ from tidings.cli.dashboard import dashboard
 from tidings.cli.dlq import dlq_app
 from tidings.cli.ops import pause, resume, subscriptions, throttle
 from tidings.cli.output import DEFAULT_BROKER, BrokerOption, JsonOption, fail, run
+from tidings.cli.push import push
 from tidings.cli.reconcile import reconcile_command
 from tidings.cli.replay import replay_command
 from tidings.cli.tail import events_app
@@ -40,6 +41,7 @@ topology_app.command("apply")(topology_apply)
 for command in (subscriptions, pause, resume, throttle, trace):
     app.command()(command)
 app.command("dashboard")(dashboard)
+app.command("push")(push)
 app.command("reconcile")(reconcile_command)
 
 FileArgument = Annotated[Path, typer.Argument(help="Topology TOML file.")]

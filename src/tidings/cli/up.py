@@ -13,6 +13,8 @@ from typing import Any
 import typer
 
 from tidings.brokers import connect
+from tidings.brokers.urls import without_password
+from tidings.cli.push import deployment_secrets
 from tidings.config import Settings
 from tidings.control import ControlStore
 from tidings.dashboard.auth import OPERATOR_GROUP
@@ -100,7 +102,7 @@ async def run_up(
     async with ControlStore.open(control) as store:
         await store.declared(module.TOPOLOGY)
     typer.echo(
-        f"topology applied to {broker_url}: "
+        f"topology applied to {without_password(broker_url)}: "
         f"{len(module.TOPOLOGY.topics)} topics, "
         f"{len(module.TOPOLOGY.subscriptions)} subscriptions"
     )
@@ -111,6 +113,7 @@ async def run_up(
         "TIDINGS_JWT_SECRET": secret,
         "TIDINGS_WRITE_GROUPS": WRITE_GROUP,
         "TIDINGS_SERVICE_TOKEN": service_token,
+        **deployment_secrets(home, module.TOPOLOGY),
         **({"TIDINGS_DATABASE_URL": database_url} if database_url else {}),
     }
     supervisor = Supervisor(specs, env=env)
