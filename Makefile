@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: venv up example test lint fmt clean tools chromium
+.PHONY: venv up example test lint fmt clean tools chromium bench bench-quick audit chaos
 
 venv: $(STAMP)
 
@@ -22,6 +22,12 @@ example: $(STAMP)
 
 test: $(STAMP) tools chromium
 	$(BIN)/python -m pytest
+
+# The chaos suite: faults against real processes on every backend, one summary line each.
+# CHAOS_SIZE=ci (default: 500 people, 10,000 updates per backend) or large.
+CHAOS_SIZE ?= ci
+chaos: $(STAMP)
+	CHAOS_SIZE=$(CHAOS_SIZE) $(BIN)/python -m pytest tests/chaos -m chaos -q
 
 # The dashboard's browser test drives Debian's chromium (never a browser Playwright downloads).
 chromium:
@@ -44,6 +50,28 @@ lint: $(STAMP)
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix src services tests examples benchmarks
 	$(BIN)/ruff format src services tests examples benchmarks
+
+# Benchmarks (not part of `make test`): their own tools (FastStream, matplotlib, psutil,
+# py-spy, pyinstrument) go into .venv only here. RabbitMQ, NATS and PostgreSQL on 127.0.0.1
+# are used when reachable (`.ci/run` starts them); a backend that is not is skipped.
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP) benchmarks/requirements.txt
+	$(BIN)/python -m pip install --quiet -r benchmarks/requirements.txt
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/bench.py
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/bench.py --quick --out /tmp/tidings-bench-quick
+
+# Known vulnerabilities in the installed dependencies, from PyPI's advisory data (so it needs
+# the network). --strict: a dependency that could not be checked fails the target as well, so
+# an unreachable database never passes as "no known vulnerabilities".
+audit: $(STAMP)
+	@$(BIN)/pip-audit --strict --skip-editable --progress-spinner off \
+		|| { echo "audit: FAILED (a known vulnerability, or dependencies that could not be checked: is PyPI reachable?)" >&2; exit 1; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -10,6 +10,7 @@ On PostgreSQL each insert also notifies the relays of its schema, at commit (see
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from sqlalchemy import event as sa_event
@@ -17,7 +18,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tidings import tracing
-from tidings.errors import EventTooLarge
+from tidings.errors import ConfigurationError, EventTooLarge
 from tidings.events import Event
 from tidings.events.codecs import MAX_EVENT_BYTES, Codec, get_codec
 from tidings.events.model import utc_now
@@ -26,6 +27,7 @@ from tidings.outbox.table import outbox_table
 
 __all__ = ["Outbox"]
 
+MAX_EVENT_BYTES_ENV = "TIDINGS_MAX_EVENT_BYTES"
 _PENDING_KEY = "tidings.outbox.pending"
 _LISTENING_KEY = "tidings.outbox.listening"
 
@@ -33,23 +35,28 @@ _LISTENING_KEY = "tidings.outbox.listening"
 class Outbox:
     """The writing side of the outbox.
 
-    :meth:`add` inserts the encoded event in the session's open transaction. When that
+    :meth:`add` inserts the encoded event in the session's open transaction, or refuses it
+    when it is larger than ``max_event_bytes``: by default ``TIDINGS_MAX_EVENT_BYTES`` from
+    the environment, else 256 KiB (what listeners decode by default). When that
     transaction commits, :attr:`committed` is set so that a relay in the same process
     publishes at once instead of at its next poll; if it rolls back, the event is gone with
     the change, as it should be.
     """
 
     def __init__(
-        self, *, codec: str | Codec = "cloudevents", max_event_bytes: int = MAX_EVENT_BYTES
+        self, *, codec: str | Codec = "cloudevents", max_event_bytes: int | None = None
     ) -> None:
         self.codec = get_codec(codec) if isinstance(codec, str) else codec
-        self.max_event_bytes = max_event_bytes
+        self.max_event_bytes = _max_event_bytes() if max_event_bytes is None else max_event_bytes
+        if self.max_event_bytes < 1:
+            raise ConfigurationError("max_event_bytes must be at least 1")
         self.committed = asyncio.Event()
 
     async def add(self, session: AsyncSession, topic: str, event: Event) -> None:
         """Stage ``event`` for ``topic`` in ``session``'s transaction. Raises
         :class:`~tidings.errors.EventTooLarge` before writing anything when the encoded event
-        exceeds ``max_event_bytes``."""
+        exceeds ``max_event_bytes``; the caller's transaction should then roll back, so that
+        neither the change nor any event of it is kept."""
         body = self.codec.encode(event)
         if len(body) > self.max_event_bytes:
             raise EventTooLarge(len(body), self.max_event_bytes)
@@ -91,3 +98,12 @@ class Outbox:
 
         sa_event.listen(session.sync_session, "after_commit", _after_commit)
         sa_event.listen(session.sync_session, "after_rollback", _after_rollback)
+
+
+def _max_event_bytes() -> int:
+    text = os.environ.get(MAX_EVENT_BYTES_ENV, "").strip()
+    if not text:
+        return MAX_EVENT_BYTES
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise ConfigurationError(f"{MAX_EVENT_BYTES_ENV} must be a whole number of bytes >= 1")
+    return int(text)

@@ -12,8 +12,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import JSONResponse, Response
 
 from tidings.errors import ConfigurationError
+from tidings.web.auth import AuthenticatedFirst
 from tidings.web.correlation import CorrelationIdMiddleware, current_correlation_id
 from tidings.web.handlers import install_exception_handlers
+from tidings.web.openapi import document_problems
 from tidings.web.settings import AuthSettings
 from tidings.web.tracing import TraceContextMiddleware
 
@@ -35,9 +37,13 @@ def install(
 ) -> None:
     """Give ``app`` what every tidings API shares; call once, before the app starts.
 
-    - ``app.state.tidings_auth`` = ``auth``, read by the auth dependencies;
+    - ``app.state.tidings_auth`` = ``auth``, read by the auth dependencies, and
+      :class:`~tidings.web.auth.AuthenticatedFirst` as the class of routes added after this
+      call (the caller is checked before the request is read);
       ``app.state.tidings_service`` = ``name``;
-    - :class:`~tidings.web.correlation.CorrelationIdMiddleware` and the problem handlers;
+    - :class:`~tidings.web.correlation.CorrelationIdMiddleware` and the problem handlers, and
+      the OpenAPI document naming the problems each operation may answer
+      (:func:`~tidings.web.openapi.document_problems`);
     - :class:`~tidings.web.tracing.TraceContextMiddleware` (outermost): the request's span,
       continuing the caller's ``traceparent`` when OpenTelemetry is installed;
     - ``GET /health`` without auth: 200 ``{"status": "ok", "service": name, **extra}`` where
@@ -53,6 +59,8 @@ def install(
     app.state.tidings_auth = auth
     app.state.tidings_service = name
     install_exception_handlers(app)
+    document_problems(app)
+    app.router.route_class = AuthenticatedFirst
     app.add_middleware(CorrelationIdMiddleware)
     app.add_middleware(TraceContextMiddleware)
 

@@ -7,25 +7,42 @@ and ``sub`` are required; ``exp``, ``nbf`` and ``iat`` are honoured with ``leewa
 from ``Authorization: Bearer <token>``. Claims: ``name`` falls back to ``sub`` and ``email``
 to ``""`` when absent; ``groups`` is a list of strings, absent meaning none; a claim of
 another type makes the token invalid.
+
+Routes of an app set up by :func:`tidings.web.install` check the caller before they read the
+request (:class:`AuthenticatedFirst`): a request without a valid token is a 401, and a write
+without a write group a 403, whatever its body, so an unauthenticated caller learns nothing
+about what the API would accept.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Annotated, Any
 
 import jwt
 from fastapi import Depends
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from starlette.requests import Request
+from starlette.responses import Response
 
 from tidings.events.model import User
 from tidings.web.problems import Problem, status_phrase
 from tidings.web.settings import AuthSettings
 
-__all__ = ["Principal", "Reader", "Writer", "authenticated", "verify_token", "writer"]
+__all__ = [
+    "AuthenticatedFirst",
+    "Principal",
+    "Reader",
+    "Writer",
+    "authenticated",
+    "depends_on",
+    "verify_token",
+    "writer",
+]
 
 logger = logging.getLogger("tidings.web")
 
@@ -107,6 +124,9 @@ def _settings(request: Request) -> AuthSettings:
 
 async def authenticated(request: Request) -> Principal:
     """FastAPI dependency: the caller of a bearer token, or a 401 with ``WWW-Authenticate``."""
+    known = getattr(request.state, "tidings_principal", None)
+    if isinstance(known, Principal):
+        return known
     values = request.headers.getlist("authorization")
     if not values:
         raise _unauthorized("a bearer token is required in the Authorization header", invalid=False)
@@ -114,7 +134,9 @@ async def authenticated(request: Request) -> Principal:
     token = token.strip()
     if len(values) > 1 or scheme.lower() != "bearer" or not token or " " in token:
         raise _unauthorized("the Authorization header must be 'Bearer <token>'", invalid=False)
-    return verify_token(token, _settings(request))
+    principal = verify_token(token, _settings(request))
+    request.state.tidings_principal = principal
+    return principal
 
 
 Reader = Annotated[Principal, Depends(authenticated)]
@@ -130,3 +152,28 @@ async def writer(request: Request, principal: Reader) -> Principal:
 
 Writer = Annotated[Principal, Depends(writer)]
 """Parameter annotation for endpoints that change data."""
+
+
+def depends_on(dependant: Dependant, call: Callable[..., Any]) -> bool:
+    """Whether ``dependant`` (a route's, or a dependency's) needs ``call``, at any depth."""
+    return any(d.call is call or depends_on(d, call) for d in dependant.dependencies)
+
+
+class AuthenticatedFirst(APIRoute):
+    """A route that, when it depends on :func:`authenticated` (or :func:`writer`), checks the
+    caller before FastAPI reads and validates the request body, so that a malformed body
+    from an unauthenticated caller is a 401, not a 400."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        needs_writer = depends_on(self.dependant, writer)
+        if not (needs_writer or depends_on(self.dependant, authenticated)):
+            return handler
+
+        async def checked(request: Request) -> Response:
+            principal = await authenticated(request)
+            if needs_writer:
+                await writer(request, principal)
+            return await handler(request)
+
+        return checked

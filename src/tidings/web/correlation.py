@@ -69,7 +69,8 @@ def internal_error(correlation_id: str | None) -> Problem:
 
 
 class CorrelationIdMiddleware:
-    """Pure ASGI middleware that binds, checks and echoes the correlation id.
+    """Pure ASGI middleware that binds, checks and echoes the correlation id, and marks every
+    response ``X-Content-Type-Options: nosniff`` (a JSON body is never run as script).
 
     An invalid ``x-correlation-id`` is answered with a 400 problem naming the header (and a
     fresh id in the response header). An exception escaping the app before the response
@@ -95,7 +96,9 @@ class CorrelationIdMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                MutableHeaders(scope=message)[CORRELATION_HEADER] = cid
+                headers = MutableHeaders(scope=message)
+                headers[CORRELATION_HEADER] = cid
+                headers.setdefault("x-content-type-options", "nosniff")
             await send(message)
 
         token = _current.set(cid)

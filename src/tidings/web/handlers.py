@@ -7,6 +7,8 @@
   query, header and path parameters by the name the client sends.
 - ``HTTPException`` (Starlette's and FastAPI's): status and headers kept, the standard title,
   its ``detail`` when it is a string.
+- :class:`~tidings.errors.EventTooLarge` (the outbox refused the event a change would
+  publish, and the change rolled back with it): **413**, naming the size and the limit.
 - Anything else: 500 with a generic detail; logged with the correlation id. Most such errors
   are answered by :class:`~tidings.web.correlation.CorrelationIdMiddleware`; the handler here
   covers exceptions raised in middleware added outside it.
@@ -25,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tidings.errors import EventTooLarge
 from tidings.web.correlation import current_correlation_id, internal_error
 from tidings.web.problems import FieldError, Problem, status_phrase
 
@@ -86,6 +89,16 @@ async def _http(request: Request, exc: Exception) -> Response:
     return Problem(status, title, detail, headers=exc.headers).response(_correlation_id())
 
 
+async def _too_large(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, EventTooLarge)
+    detail = (
+        f"the event this change would publish is {exc.size} bytes, above the limit of "
+        f"{exc.limit} bytes; nothing was changed"
+    )
+    errors: list[FieldError] = [{"field": "body", "message": "too large to publish"}]
+    return Problem(413, status_phrase(413), detail, errors).response(_correlation_id())
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     cid = _correlation_id()
     logger.error(
@@ -103,4 +116,5 @@ def install_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _problem)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(EventTooLarge, _too_large)
     app.add_exception_handler(Exception, _unexpected)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any, NoReturn
@@ -16,10 +16,15 @@ from pydantic import ValidationError
 from tidings.errors import DecodeError, EventError
 from tidings.events.model import MAX_ENTITY_VERSION, Event
 
-__all__ = ["MAX_EVENT_BYTES"]
+__all__ = ["MAX_DEPTH", "MAX_EVENT_BYTES"]
 
 MAX_EVENT_BYTES = 256 * 1024
 """Default limit on the size of a body to decode."""
+
+MAX_DEPTH = 64
+"""Deepest nesting of JSON objects and arrays in a body, the envelope counting as 1. Deeper
+bodies are refused on decode (and on encode, so that every encoded event decodes): nothing
+downstream of a codec has to survive a payload nested thousands of levels deep."""
 
 
 class _JsonCodec:
@@ -42,6 +47,8 @@ class _JsonCodec:
         if event.entity_version is not None and event.entity_version > MAX_ENTITY_VERSION:
             raise EventError(f"{self.name}: entityVersion is over {MAX_ENTITY_VERSION}")
         wire = self.to_dict(event)
+        if _depth(wire) > MAX_DEPTH:
+            raise EventError(f"{self.name}: eventData is nested deeper than {MAX_DEPTH} levels")
         try:
             text = json.dumps(wire, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         except (TypeError, ValueError) as exc:
@@ -130,7 +137,30 @@ def _load(body: bytes, max_bytes: int) -> dict[str, Any]:
         raise DecodeError("body: JSON nested too deeply") from None
     if not isinstance(obj, dict):
         raise DecodeError(f"body: expected a JSON object, got {type(obj).__name__}")
+    if _depth(obj) > MAX_DEPTH:
+        raise DecodeError(f"body: JSON nested deeper than {MAX_DEPTH} levels")
     return obj
+
+
+def _depth(value: object) -> int:
+    """How deeply ``value`` nests dicts and lists (a scalar is 0), without recursion; stops
+    counting one past :data:`MAX_DEPTH`."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        level += 1
+        deepest = max(deepest, level)
+        if deepest > MAX_DEPTH:
+            break
+        stack.extend((child, level) for child in children)
+    return deepest
 
 
 def _is_json_media_type(value: object) -> bool:
