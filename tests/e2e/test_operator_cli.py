@@ -114,7 +114,7 @@ def operator(
             asyncio.run(_drop_control_schema(prefix))
 
 
-SUBSCRIPTIONS = {"activity-listener", "person-listener", "tenure-listener"}
+SUBSCRIPTIONS = {"activity-listener", "alerts", "person-listener", "tenure-listener"}
 
 
 async def _person_in_a_tenure(http: httpx.AsyncClient, d: Deployment) -> tuple[str, str]:
