@@ -151,7 +151,7 @@ def drop_schemas(prefix: str) -> None:
             "-c",
             "; ".join(
                 f'DROP SCHEMA IF EXISTS "{prefix}_{d}" CASCADE'
-                for d in ("person", "tenure", "activity", "tidings")
+                for d in ("person", "tenure", "activity", "alerts", "tidings")
             ),
         ],
         check=False,

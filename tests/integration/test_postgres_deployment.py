@@ -46,7 +46,7 @@ async def http(prefix: str) -> AsyncIterator[httpx.AsyncClient]:
         yield client
     admin = create_engine(URL)
     async with admin.begin() as conn:
-        for domain in ("person", "tenure", "activity", "tidings"):
+        for domain in ("person", "tenure", "activity", "alerts", "tidings"):
             await conn.execute(text(f'DROP SCHEMA IF EXISTS "{prefix}_{domain}" CASCADE'))
     await admin.dispose()
 
@@ -119,6 +119,7 @@ async def test_a_rename_reaches_the_tenure_and_the_history_with_every_domain_on_
         f"{prefix}_person",
         f"{prefix}_tenure",
         f"{prefix}_activity",
+        f"{prefix}_alerts",
         f"{prefix}_tidings",
     }
     assert outbox == 0
