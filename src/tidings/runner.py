@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -76,7 +78,11 @@ async def publishing_domain(
     settings: Settings, domain: str, metadata: MetaData
 ) -> AsyncIterator[tuple[AsyncEngine, Outbox]]:
     """What a domain API needs to publish: its database and an outbox, with a relay running
-    beside it (woken by each commit) until the block ends."""
+    beside it (woken by each commit) until the block ends.
+
+    The relay waits out an unavailable broker or database by itself. Should it ever stop
+    with an error anyway, the process is asked to stop (SIGTERM), so that its supervisor
+    starts it again: an API must not go on accepting writes that nothing publishes."""
     async with (
         domain_resources(settings, domain, metadata) as (engine, broker),
         _control(settings) as (_, recorder),
@@ -84,11 +90,20 @@ async def publishing_domain(
         outbox = Outbox()
         relay = Relay(engine, broker, outbox=outbox, recorder=recorder)
         task = asyncio.create_task(relay.run())
+        task.add_done_callback(_stop_process_if_failed)
         try:
             yield engine, outbox
         finally:
+            task.remove_done_callback(_stop_process_if_failed)
             relay.stop()
             await task
+
+
+def _stop_process_if_failed(task: asyncio.Task[None]) -> None:
+    if task.cancelled() or task.exception() is None:
+        return
+    log.critical("the relay stopped: %r; stopping the process", task.exception())
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def run_listener(
@@ -104,7 +119,6 @@ async def run_listener(
     """Declare ``subscription`` (and its topics) on the broker and in the control store, then
     consume it until SIGTERM/SIGINT. With ``TIDINGS_METRICS_PORT`` set, the process serves
     ``/metrics`` on that port."""
-    import os
 
     port = os.environ.get("TIDINGS_METRICS_PORT")
     if port:
@@ -144,7 +158,6 @@ def rereads(subscription: str, environ: Mapping[str, str] | None = None) -> bool
     """Whether ``subscription`` keeps its subsets by re-reading the source API for every event
     (thin events) rather than from event data: listed in ``TIDINGS_REREAD`` (comma
     separated, or ``*`` for all)."""
-    import os
 
     names = {n.strip() for n in (environ or os.environ).get("TIDINGS_REREAD", "").split(",")}
     return "*" in names or subscription in names
@@ -170,7 +183,6 @@ def service_main(
     :mod:`tidings.config`) and logging JSON lines."""
     import argparse
     import asyncio
-    import os
 
     from tidings.logs import configure_logging
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, insert, select, update
@@ -10,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tidings.brokers.base import Message
 from tidings.brokers.memory import MemoryBroker
+from tidings.db import create_engine, create_tables, session_factory
 from tidings.errors import BrokerUnavailable, EventTooLarge
 from tidings.events import Event, EventData
 from tidings.events.codecs import decode
@@ -144,6 +146,26 @@ async def test_relay_backs_off_while_the_broker_is_down_and_catches_up(
     assert [e.entity_version for e in got] == list(range(1, 11))
     assert await relay.pending() == 0
     await broker.close()
+
+
+async def test_relay_waits_out_a_database_error_instead_of_stopping(
+    tmp_path: Path, broker: MemoryBroker
+) -> None:
+    """A database that refuses the relay (here: its tables do not exist yet, as while a
+    server starts up) is retried with backoff; the relay never stops while its API may still
+    accept writes."""
+    engine = create_engine(f"sqlite:///{tmp_path}/late.db")
+    relay = Relay(engine, broker, poll_interval=0.05, max_backoff=0.2)
+    task = asyncio.create_task(relay.run())
+    await asyncio.sleep(0.5)
+    assert not task.done(), "the relay stopped on a database error"
+    await create_tables(engine, effects.metadata)
+    await write(session_factory(engine), Outbox(), [event("p1", 1), event("p1", 2)])
+    got = await received(broker, 2)
+    relay.stop()
+    await task
+    assert [e.entity_version for e in got] == [1, 2]
+    await engine.dispose()
 
 
 async def test_a_row_that_commits_behind_published_rows_is_still_published(

@@ -113,21 +113,23 @@ class Relay:
         last_cleanup = 0.0
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
-            if self._wakeups is not None and not self._wakeups.listening:
-                await self._wakeups.start()
             if self.outbox is not None:
                 self.outbox.committed.clear()
-            if self._wakeups is not None:
-                self._wakeups.event.clear()
             try:
+                if self._wakeups is not None and not self._wakeups.listening:
+                    await self._wakeups.start()
+                if self._wakeups is not None:
+                    self._wakeups.event.clear()
                 count = await self.run_once()
                 if loop.time() - last_cleanup > 60:
                     last_cleanup = loop.time()
                     await self.delete_expired()
                 backoff = 0.0
             except (BrokerError, OSError, DBAPIError) as exc:
-                if isinstance(exc, DBAPIError) and not exc.connection_invalidated:
-                    raise
+                # Every database error is waited out, not only a dropped connection: a
+                # server that is starting up refuses connections with an ordinary error,
+                # and a relay that stopped would leave the API accepting writes that are
+                # never published.
                 backoff = min(self.max_backoff, max(0.1, backoff * 2))
                 log.warning("relay: cannot publish (%s); retrying in %.1fs", exc, backoff)
                 await self._sleep(backoff)
