@@ -48,18 +48,27 @@ def processes(
     """Every process of the deployment: ``instances`` copies of each domain's API and
     listener, or as many as ``scale`` says for a role (``{"tenure-listener": 3}``). Copy ``k``
     of a domain's API listens on its port plus ``k * len(ports)``, and copy ``k`` of its
-    listener serves metrics on that port plus :data:`METRICS_OFFSET`; listeners re-read
-    sources through copy 0. One alerts API and one push dispatcher (pushing to that API;
-    metrics on the alerts port plus :data:`METRICS_OFFSET`) come last. An unknown role in
-    ``scale`` raises ValueError."""
+    listener serves metrics on that port plus :data:`METRICS_OFFSET`. Listeners re-read
+    sources through any copy of the source API (the next one when a copy is down). One
+    alerts API and one push dispatcher (pushing to that API; metrics on the alerts port
+    plus :data:`METRICS_OFFSET`) come last. An unknown role in ``scale`` raises
+    ValueError."""
     domains = [domain for domain in ports if domain in DOMAINS]
     roles = [f"{domain}-{part}" for domain in domains for part in ("api", "listener")]
     unknown = set(scale or {}) - set(roles)
     if unknown:
         raise ValueError(f"unknown process {sorted(unknown)[0]!r}; known: {', '.join(roles)}")
     counts = {role: (scale or {}).get(role, instances) for role in roles}
-    urls = {domain: f"http://{host}:{port}" for domain, port in ports.items()}
-    env = {"TIDINGS_PERSON_API_URL": urls["person"], "TIDINGS_TENURE_API_URL": urls["tenure"]}
+    copies = {
+        domain: ",".join(
+            f"http://{host}:{port + k * len(ports)}" for k in range(counts.get(f"{domain}-api", 1))
+        )
+        for domain, port in ports.items()
+    }
+    env = {
+        "TIDINGS_PERSON_API_URL": copies["person"],
+        "TIDINGS_TENURE_API_URL": copies["tenure"],
+    }
     specs = []
     for k in range(max(counts.values())):
         for domain, port in ports.items():

@@ -207,3 +207,23 @@ def test_base_url_must_be_http(url: str) -> None:
 def test_timeout_must_be_positive() -> None:
     with pytest.raises(ConfigurationError, match="timeout"):
         SourceClient("http://example.org", token="secret", timeout=0)
+
+
+async def test_a_copy_that_is_down_is_passed_over_for_the_next(source: Source) -> None:
+    dead = f"http://127.0.0.1:{_free_port()}"
+    async with SourceClient(f"{dead}, {source.url}/", token="secret") as client:
+        record = await client.fetch("/persons/etag", correlation_id=None)
+        assert record is not None and record.version == 7
+        assert await client.fetch("/persons/missing", correlation_id=None) is None
+    assert len(source.requests) == 2
+    async with SourceClient(f"{source.url},{dead}", token="secret") as client:
+        with pytest.raises(SourceRefused):
+            await client.fetch("/persons/forbidden", correlation_id=None)
+    assert len(source.requests) == 3, "a refusal was asked of another copy"
+
+
+async def test_unavailable_only_when_no_copy_answers() -> None:
+    urls = ",".join(f"http://127.0.0.1:{_free_port()}" for _ in range(2))
+    async with SourceClient(urls, token="secret") as client:
+        with pytest.raises(SourceUnavailable):
+            await client.fetch("/persons/p1", correlation_id=None)

@@ -72,6 +72,10 @@ class SourceRecord:
 class SourceClient:
     """Reads entities from one API at ``base_url``, authenticated with a bearer token.
 
+    ``base_url`` may list several copies of the API, comma separated: a read that finds one
+    unavailable (a connection error, a timeout, a 5xx) tries the next, and fails with
+    :class:`SourceUnavailable` only when none answered.
+
     ``token`` is a string or a function called before every request (so a rotating token
     is always current). Each request has ``timeout`` seconds in all, also on a ``client``
     passed in; that client stays open after :meth:`aclose`, one created here is closed.
@@ -86,15 +90,18 @@ class SourceClient:
         timeout: float = 5.0,
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        try:
-            url = httpx.URL(base_url)
-        except httpx.InvalidURL:
-            url = httpx.URL()
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ConfigurationError(f"base_url: expected an http(s) URL, got {base_url!r}")
+        urls = [u.strip().rstrip("/") for u in base_url.split(",") if u.strip()]
+        for each in urls or [base_url]:
+            try:
+                url = httpx.URL(each)
+            except httpx.InvalidURL:
+                url = httpx.URL()
+            if url.scheme not in ("http", "https") or not url.host:
+                raise ConfigurationError(f"base_url: expected an http(s) URL, got {each!r}")
         if timeout <= 0:
             raise ConfigurationError(f"timeout: expected a positive number, got {timeout!r}")
-        self.base_url = base_url.rstrip("/")
+        self.base_urls = tuple(urls)
+        self.base_url = urls[0]
         self._token = token
         self._timeout = httpx.Timeout(timeout)
         self._owns_client = client is None
@@ -103,8 +110,18 @@ class SourceClient:
     async def fetch(self, path: str, *, correlation_id: str | None) -> SourceRecord | None:
         """GET ``base_url`` + ``path`` (path segments already quoted), sending the token
         and, when given, ``x-correlation-id``. Returns the record, or None when the entity
-        does not exist; raises :class:`SourceUnavailable` or :class:`SourceRefused`."""
-        url = f"{self.base_url}/{path.lstrip('/')}"
+        does not exist; raises :class:`SourceUnavailable` (from the last copy tried when
+        none answered) or :class:`SourceRefused`."""
+        unavailable: SourceUnavailable | None = None
+        for base in self.base_urls:
+            try:
+                return await self._fetch(f"{base}/{path.lstrip('/')}", correlation_id)
+            except SourceUnavailable as exc:
+                unavailable = exc
+        assert unavailable is not None
+        raise unavailable
+
+    async def _fetch(self, url: str, correlation_id: str | None) -> SourceRecord | None:
         token = self._token() if callable(self._token) else self._token
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         if correlation_id is not None:
