@@ -27,8 +27,9 @@ test: $(STAMP) tools chromium
 # CHAOS_SIZE=ci (default: 500 people; 10,000 updates on SQLite, 3,000 on each real broker),
 # full (10,000 on each) or large (50,000 on each).
 CHAOS_SIZE ?= ci
+CHAOS_BACKENDS ?= sqlite,amqp,nats
 chaos: $(STAMP)
-	CHAOS_SIZE=$(CHAOS_SIZE) $(BIN)/python -m pytest tests/chaos -m chaos -q
+	CHAOS_SIZE=$(CHAOS_SIZE) CHAOS_BACKENDS=$(CHAOS_BACKENDS) $(BIN)/python -m pytest tests/chaos -m chaos -q
 
 # The dashboard's browser test drives Debian's chromium (never a browser Playwright downloads).
 chromium:
