@@ -305,12 +305,13 @@ class ControlStore:
             await conn.execute(trace_table.insert(), rows)
 
     async def trace(self, correlation_id: str, *, limit: int = 10_000) -> list[TraceRecord]:
-        """Every record of ``correlation_id``, in the order they were written."""
+        """Every record of ``correlation_id``, oldest first (by the time each process
+        recorded it; records of one time in the order they were written)."""
         async with self.engine.connect() as conn:
             rows = await conn.execute(
                 select(trace_table)
                 .where(trace_table.c.correlation_id == correlation_id)
-                .order_by(trace_table.c.seq)
+                .order_by(trace_table.c.at, trace_table.c.seq)
                 .limit(limit)
             )
             return [_record(r) for r in rows]
