@@ -256,8 +256,8 @@ async def operate(page: Page, d: Deployment, created_cid: str) -> None:
 
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SCREENSHOT), full_page=True)
-    README_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(SCREENSHOT, README_SCREENSHOT)
+    if os.environ.get("TIDINGS_UPDATE_SCREENSHOT") == "1":  # the README's picture, on demand
+        shutil.copyfile(SCREENSHOT, README_SCREENSHOT)
 
     await row.locator('button[data-action="pause"]').click()
     # "paused" once the running listener reports that it follows the control
