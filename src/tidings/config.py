@@ -22,10 +22,12 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from tidings.brokers.urls import without_password
+
 __all__ = ["Settings"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings:
     """The locations one process needs."""
 
@@ -39,6 +41,14 @@ class Settings:
         home = Path(env.get("TIDINGS_HOME") or ".tidings")
         broker = env.get("TIDINGS_BROKER") or f"sqlite:///{home}/broker.db"
         return cls(home=home, broker_url=broker, database_url=env.get("TIDINGS_DATABASE_URL"))
+
+    def __repr__(self) -> str:
+        """Without the passwords the URLs may carry."""
+        database = None if self.database_url is None else without_password(self.database_url)
+        return (
+            f"Settings(home={self.home!r}, broker_url={without_password(self.broker_url)!r}, "
+            f"database_url={database!r})"
+        )
 
     def domain_database_url(self, domain: str) -> str:
         """The database URL of ``domain``'s own records (and its outbox and inbox).

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, InvalidRequestError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -89,7 +89,13 @@ def create_engine(
     if schema is not None:
         raise ConfigurationError("schema: only a PostgreSQL database has schemas")
     if parsed.get_backend_name() != "sqlite":
-        return create_async_engine(parsed, **kw)
+        try:
+            return create_async_engine(parsed, **kw)
+        except (ImportError, InvalidRequestError, ArgumentError) as exc:
+            raise ConfigurationError(
+                f"database URL: {parsed.drivername}:// cannot be used here ({exc}); tidings "
+                "runs on sqlite:/// and postgresql://"
+            ) from None
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(parsed, **kw)

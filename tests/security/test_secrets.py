@@ -210,6 +210,30 @@ def test_urls_are_shown_without_their_password(url: str, shown: str) -> None:
     assert without_password(url) == shown
 
 
+def test_settings_and_broker_options_print_no_password() -> None:
+    """A ``repr`` in a log line or a traceback's locals shows where, never the password."""
+    from tidings.brokers.nats.url import parse_url as nats_url
+    from tidings.brokers.rabbitmq.url import parse_url as amqp_url
+    from tidings.config import Settings
+
+    settings = Settings.from_env(
+        {
+            "TIDINGS_BROKER": f"amqp://u:{PASSWORD}@h:5672/?namespace=n",
+            "TIDINGS_DATABASE_URL": f"postgresql://u:{PASSWORD}@h/db",
+        }
+    )
+    shown = [
+        repr(settings),
+        repr(amqp_url(f"amqp://u:{PASSWORD}@h:5672/?namespace=n")),
+        repr(nats_url(f"nats://u:{PASSWORD}@h:4222")),
+    ]
+    for text in shown:
+        assert PASSWORD not in text
+    assert "amqp://u:***@h:5672/?namespace=n" in shown[0]
+    assert "postgresql://u:***@h/db" in shown[0]
+    assert "'amqp://h:5672/'" in shown[1] and "namespace='n'" in shown[1]
+
+
 def test_a_running_clock_is_not_a_secret() -> None:
     """The tokens above are minted with the real clock; a token minted a second later is a
     different string, so no test here passes by an accident of equal tokens."""

@@ -44,3 +44,9 @@ def test_bad_database_url_and_setting_are_configuration_errors() -> None:
         create_engine("::nope::")
     with pytest.raises(ConfigurationError, match="synchronous"):
         create_engine("sqlite:///x.db", synchronous="SOMETIMES")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("url", ["mysql://u:p@h/db", "mysql+aiomysql://u:p@h/db", "oracle://h/x"])
+def test_a_database_tidings_does_not_run_on_is_a_configuration_error(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="runs on sqlite:/// and postgresql://"):
+        create_engine(url)

@@ -30,7 +30,7 @@ _CLIENT = (
 """Options the AMQP client (aiormq) reads from the URL; passed on unchanged."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class RabbitOptions:
     """What an ``amqp://`` URL says.
 
@@ -56,6 +56,13 @@ class RabbitOptions:
         host = parts.hostname or "localhost"
         port = f":{parts.port}" if parts.port else ""
         return f"{parts.scheme}://{host}{port}{parts.path or '/'}"
+
+    def __repr__(self) -> str:
+        """Without the credentials of :attr:`client_url`."""
+        return (
+            f"RabbitOptions({self.display_url!r}, namespace={self.namespace!r}, "
+            f"queue_type={self.queue_type!r})"
+        )
 
 
 def parse_url(url: str) -> RabbitOptions:
