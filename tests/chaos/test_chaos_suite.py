@@ -36,7 +36,6 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -49,7 +48,7 @@ import pytest
 
 from tidings.brokers import connect
 
-from ..e2e.conftest import Deployment, start
+from ..e2e.conftest import Deployment, start, stop
 from ._checker import check, history
 from ._faults import (
     API_ROLES,
@@ -158,44 +157,16 @@ async def test_faults_lose_double_and_stale_nothing(
 ) -> None:
     with own_servers(backend, tmp_path) as (args, restarts):
         d = start(tmp_path / ".tidings", *args, "--instances", "2")
-        reader = follow(d)
         log: list[str] = []
         try:
             line, failures = await run_chaos(d, args, restarts, SIZE[backend], tmp_path, log)
         finally:
-            halt(d, reader)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                stop(d)
             (tmp_path / "deployment.log").write_text("".join(d.output))
             with capsys.disabled():
                 print(f"\nchaos {backend}: " + "\n  ".join(log))
     assert failures == [], "\n".join([line, *failures, f"processes: {tmp_path}/deployment.log"])
-
-
-def follow(d: Deployment) -> threading.Thread:
-    """Keep reading what the deployment prints: its processes share one pipe with ``tidings
-    up``, and a full pipe would stop every one of them at their next log line."""
-
-    def read() -> None:
-        assert d.process.stdout is not None
-        for line in d.process.stdout:
-            d.output.append(line)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    return reader
-
-
-def halt(d: Deployment, reader: threading.Thread, timeout: float = 30) -> None:
-    """Stop the deployment as Ctrl-C does (SIGKILL if it takes longer than ``timeout``)."""
-    if d.process.poll() is None:
-        d.process.send_signal(signal.SIGINT)
-    try:
-        d.process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        d.process.kill()
-        d.process.wait()
-    reader.join(timeout)
-    if d.process.stdout is not None:
-        d.process.stdout.close()
 
 
 async def run_chaos(

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -41,6 +42,10 @@ class Deployment:
     output: list[str]
     backend: str = "sqlite"
     broker_url: str = ""
+    reader: threading.Thread | None = None
+    """Reads what the deployment prints into :attr:`output` while it runs: its processes
+    share one pipe with ``tidings up``, and a full pipe would stop each of them at its next
+    log line."""
 
     def headers(self, token: str | None = None, **extra: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token or self.token}", **extra}
@@ -85,6 +90,9 @@ def start(home: Path, *extra: str) -> Deployment:
         process.stdout.close()
         pytest.fail("tidings up did not come up:\n" + "".join(output))
     token = (home / "dev-token").read_text().strip()
+    stdout = process.stdout
+    reader = threading.Thread(target=lambda: output.extend(stdout), daemon=True)
+    reader.start()
     return Deployment(
         home=home,
         process=process,
@@ -93,20 +101,29 @@ def start(home: Path, *extra: str) -> Deployment:
         activity=f"http://127.0.0.1:{base + 2}",
         token=token,
         output=output,
+        reader=reader,
     )
 
 
 def stop(deployment: Deployment, timeout: float = 30) -> int:
-    deployment.process.send_signal(signal.SIGINT)
+    """Stop the deployment as Ctrl-C does and return its exit status. Raises
+    :class:`subprocess.TimeoutExpired` (after a SIGKILL) when it takes longer than
+    ``timeout``."""
+    process = deployment.process
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
     try:
-        assert deployment.process.stdout is not None
-        rest, _ = deployment.process.communicate(timeout=timeout)
-        deployment.output.append(rest)
+        process.wait(timeout)
     except subprocess.TimeoutExpired:
-        deployment.process.kill()
-        deployment.process.wait()
+        process.kill()
+        process.wait()
         raise
-    return deployment.process.returncode
+    finally:
+        if deployment.reader is not None:
+            deployment.reader.join(timeout)
+        if process.stdout is not None:
+            process.stdout.close()
+    return process.returncode
 
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
