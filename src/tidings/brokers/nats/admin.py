@@ -21,6 +21,12 @@ from tidings.topology import Subscription, Topology
 __all__ = ["dead_letters", "declare", "delete_namespace", "depth", "purge", "redrive"]
 
 _WRONG_LAST_SEQUENCE = 10071
+KEEP_SECONDS = 7 * 24 * 3600
+"""How long topic and redrive streams keep a message (``max_age``), read or not: as long as
+the outbox keeps published rows for ``tidings replay``. Streams use limits retention, not
+interest retention: nats-server 2.9 can lose acknowledged messages of an interest stream
+across a graceful restart (an emptied stream comes back with an older last sequence, and
+consumers skip the sequences it hands out again)."""
 _NANOS = re.compile(r"(\.\d{6})\d+")
 _PAGE = 100
 
@@ -61,7 +67,13 @@ async def declare(core: Core, topology: Topology) -> None:
     await asyncio.gather(
         api.ensure_stream(_stream(names.dead_stream, names.dead_subject("*"), "limits", replicas)),
         api.ensure_stream(
-            _stream(names.redrive_stream, names.redrive_subject("*"), "interest", replicas)
+            _stream(
+                names.redrive_stream,
+                names.redrive_subject("*"),
+                "limits",
+                replicas,
+                max_age=KEEP_SECONDS * 1_000_000_000,
+            )
         ),
         api.ensure_stream(
             _stream(
@@ -75,7 +87,11 @@ async def declare(core: Core, topology: Topology) -> None:
         *(
             api.ensure_stream(
                 _stream(
-                    names.topic_stream(t.name), names.topic_subjects(t.name), "interest", replicas
+                    names.topic_stream(t.name),
+                    names.topic_subjects(t.name),
+                    "limits",
+                    replicas,
+                    max_age=KEEP_SECONDS * 1_000_000_000,
                 )
             )
             for t in topology.topics

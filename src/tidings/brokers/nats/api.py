@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -21,6 +22,11 @@ from tidings.errors import BrokerError, BrokerUnavailable
 __all__ = ["TRANSIENT", "ApiError", "JetStreamApi", "NotFound", "StoredMsg", "unavailable"]
 
 JSON = dict[str, Any]
+
+log = logging.getLogger("tidings.brokers.nats")
+
+_FIXED = ("retention", "storage")
+"""Stream settings a server refuses to change: an existing stream keeps its own."""
 
 TRANSIENT: tuple[type[BaseException], ...] = (
     nats.errors.TimeoutError,
@@ -104,6 +110,18 @@ class JetStreamApi:
                 raise
         current = (await self.stream_info(name))["config"]
         wanted = {**current, **config}
+        for fixed in _FIXED:
+            if fixed in current and wanted[fixed] != current[fixed]:
+                log.warning(
+                    "NATS: stream %s keeps %s=%s (a stream cannot change it; %s=%s applies to "
+                    "streams created from now on)",
+                    name,
+                    fixed,
+                    current[fixed],
+                    fixed,
+                    wanted[fixed],
+                )
+                wanted[fixed] = current[fixed]
         if wanted == current:
             return {"config": current}
         return await self.call(f"STREAM.UPDATE.{name}", wanted)

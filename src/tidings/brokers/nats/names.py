@@ -3,8 +3,8 @@
 =========================  ======================================  ========================
 stream                     subjects                                retention
 =========================  ======================================  ========================
-``NS_<topic>``             ``NS.<topic>.<eventType>``              interest
-``NS__redrive``            ``NS._redrive.<subscription>``          interest
+``NS_<topic>``             ``NS.<topic>.<eventType>``              limits (7 days)
+``NS__redrive``            ``NS._redrive.<subscription>``          limits (7 days)
 ``NS__dead``               ``NS._dead.<subscription>``             limits (kept until
                                                                    redriven or purged)
 ``NS__subscriptions``      ``NS._subscription.<subscription>``     last record per subject
