@@ -22,6 +22,7 @@ from nats.aio.client import Client
 
 from tidings.brokers import Delivery, Message, connect
 from tidings.brokers.nats import NatsBroker, catalog, codec, parse_url
+from tidings.brokers.nats.wire import Settler
 from tidings.errors import BrokerError, BrokerUnavailable, ConfigurationError, EventTooLarge
 from tidings.topology import Backoff, Subscription, Topology
 
@@ -362,6 +363,31 @@ async def test_cancelled_waits_neither_lose_nor_duplicate_deliveries(shared: Nat
             await delivery.ack()
     assert sorted(d.message.id for d in got) == sorted(m.id for m in sent)
     assert {d.attempt for d in got} == {1}
+    await nothing_more(shared, "work")
+
+
+async def test_acks_made_a_few_loop_turns_apart_are_confirmed_together(
+    shared: NatsBroker,
+) -> None:
+    await shared.declare(Topology.build(["orders"], [subscription("work")]))
+    await shared.publish("orders", orders("m", 40))
+    nc = shared._core.nc
+
+    async def ack_after(delivery: Delivery, turns: int) -> None:
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        await delivery.ack()
+
+    async with shared.consume("work", prefetch=40) as consumer, asyncio.timeout(10):
+        got = [await consumer.__anext__() for _ in range(40)]
+        await asyncio.sleep(0.2)  # what the pull requests still bring arrives first
+        answers = nc.stats["in_msgs"]
+        started = time.monotonic()
+        await asyncio.gather(*(ack_after(d, 3 * i) for i, d in enumerate(got)))
+        took = time.monotonic() - started
+        answers = nc.stats["in_msgs"] - answers
+    # One confirmation per burst; a burst ends only after quiet turns, or SPAN seconds.
+    assert answers <= took / Settler.SPAN + 3, f"{answers} confirmations for 40 acks"
     await nothing_more(shared, "work")
 
 

@@ -7,7 +7,10 @@ server; ``replicas`` (default 1) is the replica count of every stream created.
 :meth:`NatsBroker.delete_namespace` deletes everything of one namespace.
 
 **Layout** (see :mod:`tidings.brokers.nats.names`). A stream per topic, file storage,
-interest retention, subjects ``NS.<topic>.<eventType>``; a durable pull consumer per
+limits retention (every message kept 7 days, read or not: interest retention loses
+acknowledged messages across a graceful restart of a 2.9 server, see
+:data:`~tidings.brokers.nats.admin.KEEP_SECONDS`), subjects ``NS.<topic>.<eventType>``; a
+durable pull consumer per
 subscription on each topic stream it reads; one redrive stream and one dead-letter stream per
 namespace with a subject per subscription; a record per subscription (policy and filter
 history) that every consumer reads.
@@ -26,8 +29,9 @@ asks each durable consumer that recently had messages for as many as there is ro
 (``no_wait``), and, while a caller waits with nothing to hand out, long-polls the others for
 one message each (:mod:`tidings.brokers.nats.pull`); a consumer nobody iterates holds no open
 request, so it takes nothing away from the other consumers of its subscription. Acks are
-sent at once and confirmed in groups: ``ack()`` returns once JetStream applied it, one round
-trip shared by all acks of that moment.
+gathered while they keep coming (a few event-loop turns, at most milliseconds), then written
+at once and confirmed together: ``ack()`` returns once JetStream applied it, one write and
+one round trip shared by the whole burst (see :class:`~tidings.brokers.nats.wire.Settler`).
 
 **Attempts and leases.** ``Delivery.attempt`` is JetStream's ``num_delivered`` (a redriven
 message is a new message and starts at 1). The lease is the consumer's ``ack_wait``: an
@@ -35,7 +39,7 @@ unsettled delivery comes back ``lease_seconds`` after it was handed out, whoever
 and settling it afterwards is a no-op. ``retry(delay)`` is a NAK with that delay; on the last
 attempt it dead-letters instead, with the reason given. ``max_deliver`` is unlimited on
 purpose: a 2.9 server that reaches ``max_deliver`` only drops the message from the
-consumer's pending set (it stays stored on an interest stream, never delivered again), so
+consumer's pending set (it stays stored, never delivered again), so
 instead a delivery that arrives with its attempt above ``max_attempts`` (the last attempt
 went unsettled: a crash or a lapsed lease) is dead-lettered by the consumer that receives it,
 with a reason saying so, and keeps coming back until that succeeds. A closing consumer
