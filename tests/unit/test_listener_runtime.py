@@ -2,15 +2,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 from pydantic import BaseModel
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tidings.brokers.base import Message
+from tidings.brokers.base import Depth, Message
 from tidings.brokers.memory import MemoryBroker
-from tidings.errors import ConfigurationError
+from tidings.errors import BrokerUnavailable, ConfigurationError
 from tidings.events import Event, EventData
 from tidings.events.catalog import EventCatalog
 from tidings.listener import DeadLetter, Listener, ListenerRuntime, Outcome, Retry
@@ -342,4 +343,98 @@ async def test_rate_limit_paces_the_listener_without_letting_leases_run_out(
     assert loop.time() - start >= 0.6
     assert stats == {Outcome.APPLIED: 15}, "a lease ran out while an event waited for the limit"
     assert await effect_counts(sessions) == {str(e.id): 1 for e in events}
+    await broker.close()
+
+
+async def test_a_handler_that_touches_no_database_costs_no_session(
+    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    made: list[AsyncSession] = []
+
+    def counted() -> AsyncSession:
+        made.append(sessions())
+        return made[-1]
+
+    listener = Listener("tenure-listener")
+
+    @listener.on("PersonUpdatedEvent")
+    async def only_some_write(event: Event, session: AsyncSession) -> None:
+        if event.entity_id == "writer":
+            await record_effect(event, session)
+
+    writer = person_event("writer")
+    await publish_events(broker, "person", [person_event("quiet1"), writer, person_event("quiet2")])
+    factory = cast(async_sessionmaker[AsyncSession], counted)
+    stats = await drain(runtime_for(listener, broker, factory, inbox=False))
+    assert stats == {Outcome.APPLIED: 3}
+    assert len(made) == 1, "only the handler that used its session had one made"
+    assert await effect_counts(sessions) == {str(writer.id): 1}
+
+
+async def test_events_that_come_while_a_batch_commits_gather_into_one_transaction(
+    broker: MemoryBroker, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    held, release = asyncio.Event(), asyncio.Event()
+    seen: dict[str, AsyncSession] = {}
+    listener = Listener("tenure-listener")
+
+    @listener.on("PersonUpdatedEvent")
+    async def note_session(event: Event, session: AsyncSession) -> None:
+        if event.entity_id == "first":
+            held.set()
+            await release.wait()
+        seen[event.entity_id] = session
+
+    # in_flight 4, batches of 2: two workers. While the first holds its transaction open,
+    # the next events come one by one; they wait for each other, not each for a worker.
+    runtime = runtime_for(listener, broker, sessions, batch_size=2)
+    task = asyncio.create_task(runtime.run())
+    await publish_events(broker, "person", [person_event("first")])
+    async with asyncio.timeout(5):
+        await held.wait()
+    for entity in ("second", "third"):
+        await publish_events(broker, "person", [person_event(entity)])
+        await asyncio.sleep(0.05)
+    release.set()
+    async with asyncio.timeout(5):
+        while runtime.stats[Outcome.APPLIED] < 3:
+            await asyncio.sleep(0.01)
+    runtime.stop()
+    await task
+    assert seen["second"] is seen["third"]
+    assert seen["first"] is not seen["second"]
+
+
+class StubbornDepthBroker(MemoryBroker):
+    """Its depth reads hang, and end by themselves when cancelled (as some clients do)."""
+
+    def __init__(self, *, then_raise: bool) -> None:
+        super().__init__()
+        self.then_raise = then_raise
+        self.reads = 0
+
+    async def depth(self, subscription: str) -> Depth:
+        self.reads += 1
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            if self.then_raise:
+                raise BrokerUnavailable("the channel closed") from None
+        return await super().depth(subscription)
+
+
+@pytest.mark.parametrize("then_raise", [True, False], ids=["raises", "returns"])
+async def test_stop_returns_though_a_broker_call_swallowed_its_cancellation(
+    sessions: async_sessionmaker[AsyncSession], then_raise: bool
+) -> None:
+    broker = StubbornDepthBroker(then_raise=then_raise)
+    await broker.declare(Topology.build(["person"], [SUB]))
+    runtime = runtime_for(Listener("tenure-listener"), broker, sessions)
+    task = asyncio.create_task(runtime.run())
+    async with asyncio.timeout(5):
+        while not broker.reads:
+            await asyncio.sleep(0.01)
+    runtime.stop()
+    async with asyncio.timeout(5):
+        await task
     await broker.close()

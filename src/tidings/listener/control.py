@@ -24,7 +24,7 @@ from tidings.events import Event
 from tidings.listener.outcomes import Outcome
 from tidings.listener.stale import StaleNote
 
-__all__ = ["CONTROL_TIMEOUT", "RATE_WINDOW", "ControlLink", "Status"]
+__all__ = ["CONTROL_TIMEOUT", "RATE_WINDOW", "ControlLink", "Status", "raise_if_cancelled"]
 
 log = logging.getLogger("tidings.listener")
 
@@ -98,8 +98,10 @@ class ControlLink:
                 seen_at=datetime.now(UTC),
             )
             await self._call("report", self.store.beat(beat))
+            raise_if_cancelled()
             await asyncio.sleep(self.interval)
             controls = await self.controls()
+            raise_if_cancelled()
             if controls is not None:
                 apply(controls)
 
@@ -164,3 +166,12 @@ class ControlLink:
             self._down = False
             log.info("control store reachable again", extra={"subscription": self.subscription})
         return result
+
+
+def raise_if_cancelled() -> None:
+    """Raise CancelledError when the current task was asked to cancel. A client call may
+    swallow the cancellation (finish, or raise an error of its own): a loop that goes on
+    after one must not outlive the runtime that cancelled it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

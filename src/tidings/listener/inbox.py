@@ -29,14 +29,24 @@ inbox_table = Table(
 Index("ix_tidings_inbox_processed_at", inbox_table.c.processed_at)
 
 
+# The statements are built once; the rows go in as parameters, so that SQLAlchemy compiles
+# each statement once (rows written into a statement make it a new one for every batch).
+_ADD = {
+    "postgresql": postgresql.insert(inbox_table).on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(inbox_table).on_conflict_do_nothing(),
+}
+_ADD_RETURNING = {name: add.returning(inbox_table.c.event_id) for name, add in _ADD.items()}
+
+
+def _dialect(session: AsyncSession) -> str:
+    return "postgresql" if session.get_bind().dialect.name == "postgresql" else "sqlite"
+
+
 async def record(session: AsyncSession, subscription: str, event_id: str) -> bool:
     """Add (subscription, event_id) in the session's transaction. True when it is new;
     False when the event was already applied, in which case nothing was written."""
     values = {"subscription": subscription, "event_id": event_id, "processed_at": utc_now()}
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    result = await session.execute(
-        dialect.insert(inbox_table).values(values).on_conflict_do_nothing()
-    )
+    result = await session.execute(_ADD[_dialect(session)], values)
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -47,13 +57,8 @@ async def record_many(session: AsyncSession, subscription: str, event_ids: list[
         return set()
     now = utc_now()
     rows = [{"subscription": subscription, "event_id": e, "processed_at": now} for e in event_ids]
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    result = await session.execute(
-        dialect.insert(inbox_table)
-        .values(rows)
-        .on_conflict_do_nothing()
-        .returning(inbox_table.c.event_id)
-    )
+    # One INSERT of every row (SQLAlchemy's "insertmanyvalues"), RETURNING the new ones.
+    result = await session.execute(_ADD_RETURNING[_dialect(session)], rows)
     return set(result.scalars().all())
 
 

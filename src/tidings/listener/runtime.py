@@ -29,7 +29,8 @@ import random
 import signal
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from time import perf_counter
+from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -41,12 +42,14 @@ from tidings.events import Event
 from tidings.events.catalog import EventCatalog
 from tidings.events.codecs import decode
 from tidings.listener.app import Handler, Listener
-from tidings.listener.control import ControlLink, Status
+from tidings.listener.control import ControlLink, Status, raise_if_cancelled
 from tidings.listener.inbox import record, record_many
 from tidings.listener.outcomes import DeadLetter, Outcome, Retry
 from tidings.listener.retry import backoff_delay
+from tidings.listener.session import LazySession
 from tidings.listener.stale import StaleNote
 from tidings.listener.throttle import Gate, RateLimiter, Slots
+from tidings.listener.wake import Wake
 from tidings.metrics import CONSUMED, DEPTH, HANDLER_SECONDS, SETTLED
 from tidings.topology import Subscription
 
@@ -71,10 +74,12 @@ class ListenerRuntime:
     ``batch_size`` trades handler concurrency for fewer transactions. With 1 (the default),
     each event has a transaction of its own and up to ``in_flight`` handlers run at once:
     right for handlers that wait on I/O. With N > 1, up to N waiting events are applied one
-    after the other in one transaction, with one inbox statement, by
-    ``ceil(in_flight / N)`` workers: right for handlers that only write the database. If
-    any handler of a batch fails, the batch rolls back and each of its events is applied
-    again in a transaction of its own, so a failure is settled for its own event only.
+    after the other in one transaction, with one inbox statement, by up to
+    ``ceil(in_flight / N)`` workers at once: right for handlers that only write the
+    database. A batch of fewer than N starts only while no other is being applied (events
+    gather while one commits). If any handler of a batch fails, the batch rolls back and
+    each of its events is applied again in a transaction of its own, so a failure is
+    settled for its own event only.
 
     With ``control``, what an operator sets on the subscription wins over :meth:`pause`,
     :meth:`resume`, :attr:`rate` and :attr:`in_flight_limit`: it is read before the first
@@ -124,8 +129,12 @@ class ListenerRuntime:
         self._gate = Gate()
         self._slots = Slots(subscription.in_flight)
         self._stopping = asyncio.Event()
-        self._wake: asyncio.Future[None] | None = None
+        self._wake = Wake()
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
+        self._forming = asyncio.Lock()
+        self._more: asyncio.Future[None] | None = None
+        self._short = 0
+        self._applying = 0
         self._workers: list[asyncio.Task[None]] = []
         self._sources: set[_Source] = set()
         self._origin: dict[int, _Source] = {}
@@ -135,6 +144,8 @@ class ListenerRuntime:
             subscription.name, store=control, recorder=recorder, interval=control_interval
         )
         self._consumed = CONSUMED.labels(subscription.name)
+        self._settled_counts: dict[Outcome, Any] = {}
+        self._handler_seconds: dict[str, Any] = {}
 
     @property
     def rate(self) -> float | None:
@@ -208,8 +219,8 @@ class ListenerRuntime:
 
     async def run(self) -> None:
         """Consume until :meth:`stop`."""
-        loop = asyncio.get_running_loop()
-        self._wake = wake = loop.create_future()
+        wake = self._wake
+        wake.clear()
         if (controls := await self._link.controls()) is not None:
             self.apply_controls(controls)
         source = self._open()
@@ -220,28 +231,26 @@ class ListenerRuntime:
         ]
         try:
             while not self._stopping.is_set():
-                if wake.done():
-                    self._wake = wake = loop.create_future()
+                if wake.is_set:
+                    wake.clear()
                     if self._slots.limit > source.prefetch:
                         source = self._reopen(source)
                     self._grow_workers()
                 if not self._gate.is_open:
-                    await self._until(self._gate.wait(), wake)
+                    await wake.until(self._gate.wait())
                     continue
                 # A consumer holds no more than its prefetch by itself: the slots matter
                 # below it, and while a replaced consumer still holds deliveries.
                 if self._slots.full and (
                     self._slots.limit < source.prefetch or len(self._sources) > 1
                 ):
-                    await self._until(self._slots.wait(), wake)
+                    await wake.until(self._slots.wait())
                     continue
-                if self._limiter.rate is not None and not await self._until(
-                    self._limiter.acquire(), wake
-                ):
+                if self._limiter.rate is not None and not await wake.until(self._limiter.acquire()):
                     continue
-                delivery = await self._until(source.consumer.__anext__(), wake)
+                delivery = await wake.until(source.consumer.__anext__())
                 if delivery is None:
-                    if wake.done():
+                    if wake.is_set:
                         continue
                     break  # the consumer ended
                 self._slots.take()
@@ -251,6 +260,8 @@ class ListenerRuntime:
                 work = await self._prepare(delivery)
                 if work is not None:
                     self._queue.put_nowait(work)
+                    if self._more is not None and self._queue.qsize() >= self._short:
+                        self._nudge()
             await self._drain()
         finally:
             for task in background:
@@ -267,8 +278,7 @@ class ListenerRuntime:
 
     def _interrupt(self) -> None:
         """Wake :meth:`run` from whatever it waits for, to look at its state again."""
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
+        self._wake.set()
 
     def _open(self) -> _Source:
         limit = self._slots.limit
@@ -297,9 +307,6 @@ class ListenerRuntime:
     def _status(self) -> Status:
         return Status(in_flight=self._slots.held, settled=self._settled, paused=self.paused)
 
-    def _timer(self, event_type: str) -> Any:
-        return HANDLER_SECONDS.labels(self.subscription.name, event_type).time()
-
     async def _report_depth(self) -> None:
         """Keep the depth gauges of this subscription current (every few seconds)."""
         name = self.subscription.name
@@ -311,6 +318,7 @@ class ListenerRuntime:
             else:
                 for state in ("ready", "in_flight", "delayed", "dead"):
                     DEPTH.labels(name, state).set(getattr(depth, state))
+            raise_if_cancelled()
             await asyncio.sleep(DEPTH_INTERVAL)
 
     async def _prepare(self, delivery: Delivery) -> _Work | None:
@@ -338,16 +346,41 @@ class ListenerRuntime:
 
     async def _work(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.batch_size and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            batch = await self._next_batch() if self.batch_size > 1 else [await self._queue.get()]
+            self._applying += 1
             try:
                 if len(batch) == 1 or not await self._apply_batch(batch):
                     for work in batch:
                         await self._apply_one(work)
             finally:
+                self._applying -= 1
+                self._nudge()
                 for _ in batch:
                     self._queue.task_done()
+
+    async def _next_batch(self) -> list[_Work]:
+        """Up to ``batch_size`` waiting events. A batch that is not full is taken only while
+        no other is being applied, else it waits for more events or for that one to end: so
+        events that come one by one gather into a few large transactions, not many small
+        ones, and none waits longer than the transaction before it."""
+        async with self._forming:
+            batch = [await self._queue.get()]
+            while True:
+                while len(batch) < self.batch_size and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                if len(batch) == self.batch_size or not self._applying:
+                    return batch
+                self._short = self.batch_size - len(batch)
+                self._more = asyncio.get_running_loop().create_future()
+                try:
+                    await self._more
+                finally:
+                    self._more = None
+
+    def _nudge(self) -> None:
+        """Wake :meth:`_next_batch` waiting for more events or for a transaction to end."""
+        if self._more is not None and not self._more.done():
+            self._more.set_result(None)
 
     async def _apply_one(self, work: _Work) -> Outcome | None:
         delivery, event = work.delivery, work.event
@@ -365,31 +398,43 @@ class ListenerRuntime:
 
     async def _transaction(self, work: _Work) -> Outcome:
         """Run the handler (with the inbox row) in one transaction. A handler that touches
-        no database, without the inbox, costs no transaction at all."""
-        session = self.sessions()
+        no database, without the inbox, costs no transaction at all, nor a session: it gets
+        a :class:`LazySession`, which makes one when first used."""
+        lazy = LazySession(self.sessions)
         try:
-            if self.inbox and not await record(session, self.subscription.name, str(work.event.id)):
+            if self.inbox and not await record(
+                lazy.session, self.subscription.name, str(work.event.id)
+            ):
                 outcome = Outcome.DUPLICATE
             else:
-                await self._handle(work, session)
+                made = lazy.made
+                await self._handle(work, cast(AsyncSession, lazy) if made is None else made)
                 outcome = Outcome.APPLIED
-            if session.in_transaction():
+            session = lazy.made
+            if session is not None and session.in_transaction():
                 await session.commit()
             return outcome
         finally:
-            if session.in_transaction():
+            session = lazy.made
+            if session is not None and session.in_transaction():
                 await session.close()
 
     async def _handle(self, work: _Work, session: AsyncSession) -> None:
         """Run the handler in ``session``, in its trace span, timed, noting what the version
         guard decided."""
-        work.note = StaleNote()
-        with (
-            tracing.handling(work.delivery, work.event),
-            self._timer(work.event.event_type),
-            work.note,
-        ):
-            await work.handler(work.event, session)
+        event_type = work.event.event_type
+        histogram = self._handler_seconds.get(event_type)
+        if histogram is None:
+            histogram = HANDLER_SECONDS.labels(self.subscription.name, event_type)
+            self._handler_seconds[event_type] = histogram
+        note = work.note = StaleNote()
+        with tracing.handling(work.delivery, work.event):
+            started = perf_counter()
+            try:
+                with note:
+                    await work.handler(work.event, session)
+            finally:
+                histogram.observe(max(perf_counter() - started, 0))
 
     async def _apply_batch(self, batch: list[_Work]) -> bool:
         """Apply ``batch`` in one transaction and settle it; False (nothing applied, nothing
@@ -466,7 +511,11 @@ class ListenerRuntime:
             self._settled_from(delivery)
         self.stats[outcome] += 1
         self._settled += 1
-        SETTLED.labels(self.subscription.name, outcome.value).inc()
+        counter = self._settled_counts.get(outcome)
+        if counter is None:
+            counter = SETTLED.labels(self.subscription.name, outcome.value)
+            self._settled_counts[outcome] = counter
+        counter.inc()
         self._link.settled(delivery, event, outcome, reason, note)
         if outcome in (Outcome.APPLIED, Outcome.DUPLICATE, Outcome.UNHANDLED):
             _log(logging.DEBUG, "%s", delivery, event, outcome.value)
@@ -480,27 +529,6 @@ class ListenerRuntime:
             source.held -= 1
             if source.retiring and source.held == 0 and source in self._sources:
                 self._close(source)
-
-    @staticmethod
-    async def _until(awaitable: Any, wake: asyncio.Future[None]) -> Any:
-        """Await ``awaitable`` unless ``wake`` (a stop, a pause, a new limit) comes first
-        (then cancel it and return None). Returns True for an awaitable that returns None."""
-        task = asyncio.ensure_future(awaitable)
-        try:
-            await asyncio.wait((task, wake), return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            task.cancel()
-            raise
-        if task.done():
-            try:
-                result = task.result()
-            except StopAsyncIteration:
-                return None
-            return True if result is None else result
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-            await task
-        return None
 
     async def _drain(self) -> None:
         """Let the workers finish what is in hand, for up to ``shutdown_grace`` seconds."""

@@ -126,7 +126,9 @@ def _load(body: bytes, max_bytes: int) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise DecodeError(f"body: not UTF-8 (invalid byte at offset {exc.start})") from None
     try:
-        obj = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+        if text.startswith("\ufeff"):  # as json.loads refuses it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        obj = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise DecodeError(f"body: not JSON ({exc.msg} at offset {exc.pos})") from None
     except _BadNumber as exc:
@@ -137,7 +139,8 @@ def _load(body: bytes, max_bytes: int) -> dict[str, Any]:
         raise DecodeError("body: JSON nested too deeply") from None
     if not isinstance(obj, dict):
         raise DecodeError(f"body: expected a JSON object, got {type(obj).__name__}")
-    if _depth(obj) > MAX_DEPTH:
+    # Each level of nesting opens with a bracket of its own: with few brackets, no need to look.
+    if text.count("{") + text.count("[") > MAX_DEPTH and _depth(obj) > MAX_DEPTH:
         raise DecodeError(f"body: JSON nested deeper than {MAX_DEPTH} levels")
     return obj
 
@@ -159,8 +162,11 @@ def _depth(value: object) -> int:
         deepest = max(deepest, level)
         if deepest > MAX_DEPTH:
             break
-        stack.extend((child, level) for child in children)
+        stack.extend((child, level) for child in children if isinstance(child, _NESTING))
     return deepest
+
+
+_NESTING = (dict, list, tuple)
 
 
 def _is_json_media_type(value: object) -> bool:
@@ -182,6 +188,9 @@ def _no_constant(text: str) -> NoReturn:
     raise _BadNumber(f"not JSON ({text} is not a JSON number)")
 
 
+_DECODER = json.JSONDecoder(parse_float=_finite, parse_constant=_no_constant)
+
+
 def _event_data(event: Event) -> dict[str, Any]:
     return {"oldData": event.event_data.old_data, "newData": event.event_data.new_data}
 
@@ -196,12 +205,12 @@ def _parse_time(text: str) -> datetime | None:
     if match is None:
         return None
     year, month, day, hour, minute, second, fraction, sign, off_h, off_m = match.groups()
-    offset = timedelta(0)
-    if sign is not None:
-        offset = timedelta(hours=int(off_h), minutes=int(off_m)) * (-1 if sign == "-" else 1)
-    micro = int((fraction or "0")[:6].ljust(6, "0"))
-    y, mo, d, h, mi, s = (int(part) for part in (year, month, day, hour, minute, second))
+    micro = int(fraction[:6].ljust(6, "0")) if fraction else 0
+    y, mo, d, h, mi, s = map(int, (year, month, day, hour, minute, second))
     try:
+        if sign is None:  # Z: already UTC
+            return datetime(y, mo, d, h, mi, s, micro, tzinfo=UTC)
+        offset = timedelta(hours=int(off_h), minutes=int(off_m)) * (-1 if sign == "-" else 1)
         return datetime(y, mo, d, h, mi, s, micro, tzinfo=timezone(offset)).astimezone(UTC)
     except (ValueError, OverflowError):
         return None
