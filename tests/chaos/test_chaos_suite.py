@@ -73,7 +73,10 @@ SIZES = {
 """People and updates per backend for each ``CHAOS_SIZE``. ``ci`` makes 10,000 updates on
 the embedded default and 3,000 on each real broker, so that the three fit in CI's time on
 two cores; ``full`` makes 10,000 on each."""
-SIZE = SIZES[os.environ.get("CHAOS_SIZE", "ci")]
+SIZE_NAME = os.environ.get("CHAOS_SIZE", "ci")
+SIZE = SIZES[SIZE_NAME]
+TIMEOUT = {"small": 600, "ci": 900, "full": 2400, "large": 7200}[SIZE_NAME]
+"""Seconds one backend's run may take at that size."""
 WRITERS = 24
 """Concurrent writers."""
 
@@ -147,7 +150,7 @@ CHOSEN = os.environ.get("CHAOS_BACKENDS", "sqlite,amqp,nats").split(",")
 ``make test`` as in ``make chaos``)."""
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(TIMEOUT)
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b.values[0] in CHOSEN])
 async def test_faults_lose_double_and_stale_nothing(
     backend: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
