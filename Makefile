@@ -4,15 +4,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: venv up example test lint fmt clean tools chromium bench bench-quick audit chaos
+.PHONY: venv up example test lint fmt clean tools chromium bench bench-quick audit chaos lock
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+EXTRAS := dev,rabbitmq,nats,postgres,otel
+
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,rabbitmq,nats,postgres,otel]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[$(EXTRAS)]'
 	touch $(STAMP)
+
+# Pin what a fresh venv resolves today (after a change of dependencies in pyproject.toml).
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	{ sed -n '1,2p' requirements.lock; .venv-lock/bin/python -m pip freeze --exclude-editable; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock && rm -rf .venv-lock
 
 up: $(STAMP)
 	$(BIN)/tidings up
@@ -68,11 +77,11 @@ bench: $(BENCH_STAMP)
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench.py --quick --out /tmp/tidings-bench-quick
 
-# Known vulnerabilities in the installed dependencies, from PyPI's advisory data (so it needs
+# Known vulnerabilities in the locked dependencies, from PyPI's advisory data (so it needs
 # the network). --strict: a dependency that could not be checked fails the target as well, so
 # an unreachable database never passes as "no known vulnerabilities".
 audit: $(STAMP)
-	@$(BIN)/pip-audit --strict --skip-editable --progress-spinner off \
+	@$(BIN)/pip-audit --strict --no-deps --disable-pip -r requirements.lock --progress-spinner off \
 		|| { echo "audit: FAILED (a known vulnerability, or dependencies that could not be checked: is PyPI reachable?)" >&2; exit 1; }
 
 clean:
