@@ -277,8 +277,14 @@ async def run_chaos(
     log.append(f"the failing event was retried {retried:.1f}s, then dead-lettered")
     log.append(f"the next event of its entity reached the subset {held:.1f}s after its 204")
     failures = list(verdict.problems)
-    if verdict.applied != verdict.accepted or ledger.updates() < size[1]:
-        failures.append(f"{verdict.applied} applied of {verdict.accepted}, {size[1]} wanted")
+    # Every update the workload made was either accepted or committed unseen (its answer
+    # lost, found committed on the retry): both count as made.
+    made = ledger.updates() + len(ledger.uncertain)
+    if verdict.applied != verdict.accepted or made < size[1]:
+        failures.append(
+            f"{verdict.applied} applied of {verdict.accepted}; {made} updates made, "
+            f"{size[1]} wanted"
+        )
     if held >= retried + LEASE + 15:
         failures.append(f"held back {held:.1f}s behind the poison")
     if [e["sourceEventId"] for e in recorded] != [poison.unknown[0]]:
