@@ -515,6 +515,19 @@ async def _publish_until_stored(broker: NatsBroker, messages: list[Message]) -> 
             await asyncio.sleep(0.2)
 
 
+async def _publish_load(
+    broker: NatsBroker, published: list[str], stop: asyncio.Event, *, pause: float
+) -> None:
+    """Publish batches of 20 until ``stop``, each until stored, noting their ids."""
+    batch = 0
+    while not stop.is_set():
+        messages = orders(f"b{batch}", 20)
+        await _publish_until_stored(broker, messages)
+        published.extend(m.id for m in messages)
+        batch += 1
+        await asyncio.sleep(pause)
+
+
 async def _wait_for(seen: list[str], wanted: set[str], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not wanted <= set(seen):
@@ -572,16 +585,7 @@ async def test_replicated_stream_loses_nothing_when_its_leader_is_killed_under_l
         seen: list[str] = []
         stop = asyncio.Event()
 
-        async def publish_load() -> None:
-            batch = 0
-            while not stop.is_set():
-                messages = orders(f"b{batch}", 20)
-                await _publish_until_stored(broker, messages)
-                published.extend(m.id for m in messages)
-                batch += 1
-                await asyncio.sleep(0.01)
-
-        publishing = asyncio.create_task(publish_load())
+        publishing = asyncio.create_task(_publish_load(broker, published, stop, pause=0.01))
         consuming = asyncio.create_task(_consume_into(broker, "work", seen))
         try:
             while len(seen) < 500:

@@ -21,7 +21,7 @@ from tidings.topology import Topology
 from ._nats_servers import NatsServer, wait_for_jetstream
 from .test_nats_broker import (
     _consume_into,
-    _publish_until_stored,
+    _publish_load,
     _wait_for,
     needs_nats_server,
     orders,
@@ -47,17 +47,7 @@ async def test_graceful_restarts_under_load_lose_no_acknowledged_message(
         published: list[str] = []
         seen: dict[str, list[str]] = {"one": [], "two": []}
         stop = asyncio.Event()
-
-        async def publish_load() -> None:
-            batch = 0
-            while not stop.is_set():
-                messages = orders(f"b{batch}", 20)
-                await _publish_until_stored(broker, messages)
-                published.extend(m.id for m in messages)
-                batch += 1
-                await asyncio.sleep(0.005)
-
-        tasks = [asyncio.create_task(publish_load())] + [
+        tasks = [asyncio.create_task(_publish_load(broker, published, stop, pause=0.005))] + [
             asyncio.create_task(_consume_into(broker, name, ids)) for name, ids in seen.items()
         ]
         try:
