@@ -12,8 +12,10 @@ import pytest
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from tidings.brokers.base import Message
 from tidings.brokers.memory import MemoryBroker
 from tidings.db import create_engine, create_tables, session_factory
+from tidings.errors import BrokerUnavailable
 from tidings.events import Event, EventData
 from tidings.events.codecs import decode
 from tidings.events.model import utc_now
@@ -215,6 +217,49 @@ async def test_a_later_row_waits_while_another_relay_holds_an_earlier_row_of_its
     assert await relay.run_once() == 2, "an expired claim is taken over, in entity order"
     got = await received(broker, 3)
     assert [(e.entity_id, e.entity_version) for e in got] == [("f", 1), ("e", 1), ("e", 2)]
+
+
+class FailingBroker(MemoryBroker):
+    """Refuses every publish after the first ``good`` ones."""
+
+    def __init__(self, good: int) -> None:
+        super().__init__()
+        self.good = good
+
+    async def publish(self, topic: str, messages: Sequence[Message]) -> None:
+        if self.good <= 0:
+            raise BrokerUnavailable("connection refused")
+        self.good -= 1
+        await super().publish(topic, messages)
+
+
+async def test_a_failed_publish_marks_only_what_was_confirmed_and_releases_the_rest(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The claim made while the failing batch was in flight (which also marked the batch
+    before it) is released with it; the rows are then published in entity order, once."""
+    broker = FailingBroker(good=2)
+    await broker.declare(TOPOLOGY)
+    outbox = Outbox()
+    await write(sessions, outbox, [event(f"p{v % 40}", v // 40 + 1) for v in range(120)])
+    relay = Relay(engine, broker, outbox=outbox, batch_size=30)
+    with pytest.raises(BrokerUnavailable):
+        await relay.run_once()
+    async with engine.connect() as conn:
+        published = await conn.scalar(
+            select(func.count()).where(outbox_table.c.published_at.is_not(None))
+        )
+        claimed = await conn.scalar(
+            select(func.count()).where(outbox_table.c.claimed_by.is_not(None))
+        )
+    assert claimed == 0 and 0 < published < 120
+    assert published == (await broker.depth("copy")).ready, "marked is what the broker took"
+    broker.good = 10
+    assert await Relay(engine, broker, outbox=outbox, batch_size=30).run_once() == 120 - published
+    got = await received(broker, 120)
+    assert len({str(e.id) for e in got}) == 120
+    assert_in_order_per_entity(got)
+    await broker.close()
 
 
 async def test_a_commit_in_another_process_wakes_the_relay_long_before_its_poll(

@@ -187,6 +187,21 @@ async def test_a_row_that_commits_behind_published_rows_is_still_published(
     assert str(late.id) in {str(e.id) for e in got}
 
 
+class HeldBroker(MemoryBroker):
+    """Publishes into ``into``, but holds every publish until :attr:`go` is set."""
+
+    def __init__(self, into: MemoryBroker) -> None:
+        super().__init__()
+        self.into = into
+        self.holding = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def publish(self, topic: str, messages: Sequence[Message]) -> None:
+        self.holding.set()
+        await self.go.wait()
+        await self.into.publish(topic, messages)
+
+
 async def test_two_relays_share_an_outbox_publishing_each_row_once(
     engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], broker: MemoryBroker
 ) -> None:
@@ -194,21 +209,64 @@ async def test_two_relays_share_an_outbox_publishing_each_row_once(
     events = [event(f"p{i % 100}", i // 100 + 1) for i in range(500)]
     for i in range(0, 500, 25):
         await write(sessions, outbox, events[i : i + 25])
-    relays = [Relay(engine, broker, batch_size=20, name=f"r{i}") for i in range(2)]
-
-    async def run(relay: Relay) -> None:
-        while await relay.pending():
-            await relay.run_once()
-            await asyncio.sleep(0)
-
-    await asyncio.gather(*(run(r) for r in relays))
-    assert sum(r.published for r in relays) == 500
-    assert all(r.published > 0 for r in relays)
+    held = HeldBroker(broker)
+    first = Relay(engine, held, batch_size=20, name="r0")
+    second = Relay(engine, broker, batch_size=20, name="r1")
+    task = asyncio.create_task(first.run_once())
+    await held.holding.wait()  # r0 has a batch in flight, and claims the next meanwhile
+    assert await second.run_once() >= 300, "r1 takes every entity r0 holds no row of"
+    held.go.set()
+    assert await task == 500 - second.published, "r0 publishes the rest once it is let go"
+    assert await first.pending() == 0
     got = await received(broker, 500)
     assert len({str(e.id) for e in got}) == 500
     for entity in {e.entity_id for e in events}:
         versions = [e.entity_version for e in got if e.entity_id == entity]
         assert versions == sorted(versions)
+
+
+class FailingBroker(MemoryBroker):
+    """Refuses every publish after the first ``good`` ones."""
+
+    def __init__(self, good: int) -> None:
+        super().__init__()
+        self.good = good
+
+    async def publish(self, topic: str, messages: Sequence[Message]) -> None:
+        if self.good <= 0:
+            raise BrokerUnavailable("connection refused")
+        self.good -= 1
+        await super().publish(topic, messages)
+
+
+async def test_a_failed_publish_marks_only_what_was_confirmed_and_releases_the_rest(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The batch claimed ahead while the failing one was in flight is released with it, so
+    that the rows go to whichever relay claims next, in order, and nothing is lost."""
+    broker = FailingBroker(good=1)
+    await broker.declare(TOPOLOGY)
+    outbox = Outbox()
+    await write(sessions, outbox, [event(f"p{v % 3}", v) for v in range(1, 61)])
+    relay = Relay(engine, broker, outbox=outbox, batch_size=20)
+    with pytest.raises(BrokerUnavailable):
+        await relay.run_once()
+    async with engine.connect() as conn:
+        published = await conn.scalar(
+            select(func.count()).where(outbox_table.c.published_at.is_not(None))
+        )
+        claimed = await conn.scalar(
+            select(func.count()).where(outbox_table.c.claimed_by.is_not(None))
+        )
+    assert (published, claimed) == (20, 0)
+    broker.good = 10
+    assert await Relay(engine, broker, outbox=outbox, batch_size=20).run_once() == 40
+    got = await received(broker, 60)
+    assert sorted(e.entity_version or 0 for e in got) == list(range(1, 61))
+    for entity in ("p0", "p1", "p2"):
+        versions = [e.entity_version for e in got if e.entity_id == entity]
+        assert versions == sorted(versions)
+    await broker.close()
 
 
 async def test_published_rows_are_kept_for_the_retention_then_deleted(

@@ -18,12 +18,11 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    BindParameter,
     ColumnElement,
-    Row,
-    all_,
+    Executable,
     any_,
     bindparam,
-    exists,
     func,
     select,
     update,
@@ -33,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tidings.outbox.table import outbox_table as t
 
-__all__ = ["CHANNEL", "Wakeups", "claim", "notification"]
+__all__ = ["CHANNEL", "Wakeups", "among", "claim", "notification"]
 
 CHANNEL = "tidings_outbox"
 
@@ -46,52 +45,91 @@ def notification() -> ColumnElement[Any]:
     return func.pg_notify(CHANNEL, func.current_schema())
 
 
-async def claim(
-    conn: AsyncConnection,
+def claim(
     *,
     claimable: ColumnElement[bool],
     limit: int,
     values: dict[str, Any],
     returning: Sequence[ColumnElement[Any]],
-) -> Sequence[Row[Any]]:
-    """Claim up to ``limit`` rows in ``conn``'s transaction, in ``seq`` order; set ``values``
-    (the claim) on them and return ``returning`` of each.
+    published: Sequence[int],
+    published_values: dict[str, Any],
+) -> Executable:
+    """One statement, and so one round trip and one transaction: mark the rows ``published``
+    (set ``published_values`` on them), then claim up to ``limit`` rows in ``seq`` order,
+    setting ``values`` (the claim) on them and returning ``returning`` of each.
 
-    First the ``claimable`` rows are locked with ``FOR UPDATE SKIP LOCKED``, so that relays
+    The ``claimable`` rows are locked with ``FOR UPDATE SKIP LOCKED``, so that relays
     claiming at the same moment take disjoint rows instead of waiting for each other. A row
     that another relay claimed and committed meanwhile is re-checked by PostgreSQL on the
-    lock attempt and dropped, as it is no longer claimable. Then, with a snapshot taken after
-    the locks (read committed), only the locked rows whose every earlier unpublished row of
-    the same entity is locked here as well are claimed: an earlier row held by another relay,
-    whether its claim is committed or still in flight, keeps the later rows for a later
-    round, so an entity's rows are never published by two relays at once.
+    lock attempt and dropped, as it is no longer claimable. Of the locked rows, only those
+    whose every earlier unpublished row of the same entity is locked here as well (or marked
+    published by this statement) are claimed: an earlier row held by another relay, whether
+    its claim is committed or still in flight, keeps the later rows for a later round, so an
+    entity's rows are never published by two relays at once. The statement's snapshot is
+    taken before the locks; a row it shows unpublished may have been published since, which
+    only keeps a later row back until the next round.
     """
-    locked = list(
-        (
-            await conn.scalars(
-                select(t.c.seq)
-                .where(claimable)
-                .order_by(t.c.seq)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-        ).all()
+    done = array(published)
+    marked = (
+        update(t)
+        .where(t.c.seq == any_(done))
+        .values(**published_values)
+        .returning(t.c.seq)
+        .cte("marked")
     )
-    if not locked:
-        return []
-    held = bindparam("held", locked, type_=ARRAY(BigInteger()))
+    locked = (
+        select(t.c.seq)
+        .where(claimable, outside(t.c.seq, done))
+        .order_by(t.c.seq)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .cte("locked")
+        .prefix_with("MATERIALIZED")
+    )
     earlier = t.alias("earlier")
-    waits = exists().where(
-        earlier.c.topic == t.c.topic,
-        earlier.c.entity_id == t.c.entity_id,
-        earlier.c.seq < t.c.seq,
-        earlier.c.published_at.is_(None),
-        earlier.c.seq != all_(held),
+    waits = (
+        select(earlier.c.seq)
+        .where(
+            earlier.c.topic == t.c.topic,
+            earlier.c.entity_id == t.c.entity_id,
+            earlier.c.seq < t.c.seq,
+            earlier.c.published_at.is_(None),
+            earlier.c.seq.not_in(select(locked.c.seq)),
+            outside(earlier.c.seq, done),
+        )
+        # OFFSET keeps PostgreSQL from turning this into an anti-join, which may hash every
+        # unpublished row for each claim; as it is, each claimed row costs one index probe.
+        .offset(0)
+        .exists()
     )
-    statement = (
-        update(t).where(t.c.seq == any_(held), ~waits).values(**values).returning(*returning)
+    return (
+        update(t)
+        .where(t.c.seq.in_(select(locked.c.seq)), ~waits)
+        .values(**values)
+        .returning(*returning)
+        .add_cte(marked)
     )
-    return (await conn.execute(statement)).all()
+
+
+def among(column: ColumnElement[int], values: Sequence[int]) -> ColumnElement[bool]:
+    """``column = ANY(values)``, ``values`` as one array parameter: one prepared statement
+    whatever the count (``IN`` renders one per count), and an index look-up per value."""
+    return column == any_(array(values))
+
+
+def outside(
+    column: ColumnElement[int], values: Sequence[int] | BindParameter[Any]
+) -> ColumnElement[bool]:
+    """``column NOT IN (SELECT unnest(values))``: a hashed look-up per row, where
+    ``<> ALL(values)`` compares each row with every value."""
+    param = values if isinstance(values, BindParameter) else array(values)
+    return column.not_in(select(func.unnest(param)).scalar_subquery())
+
+
+def array(values: Sequence[int]) -> BindParameter[Any]:
+    """``values`` as one ``bigint[]`` parameter."""
+    items: list[Any] = list(values)
+    return bindparam(None, items, type_=ARRAY(BigInteger()))
 
 
 class Wakeups:

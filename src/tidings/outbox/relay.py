@@ -15,6 +15,13 @@ another relay is claiming (``FOR UPDATE SKIP LOCKED``, see :func:`tidings.outbox
 claim`). Leases compare timestamps of the relays' clocks, so relays on several machines need
 clocks in step to well within ``claim_seconds``.
 
+Batches are pipelined: while the broker confirms one batch, the relay claims the next, in the
+transaction (on PostgreSQL the one statement) that marks the batch before it published. The
+database and the broker work side by side, and a batch costs one transaction beside its
+publish. Batches are still published one after another and a batch is published only after
+the one before it was confirmed, so order per entity holds; a failed publish releases the
+batch claimed ahead with its own.
+
 A relay wakes when an outbox of the same process commits (:attr:`Outbox.committed`), on
 PostgreSQL when any process commits (``LISTEN``/``NOTIFY``), and every ``poll_interval``
 regardless (every ``max_backoff`` at most while it cannot ``LISTEN``).
@@ -34,9 +41,8 @@ import os
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from sqlalchemy import ColumnElement, Executable, and_, delete, exists, func, or_, select, update
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -47,12 +53,17 @@ from tidings.errors import BrokerError
 from tidings.events.model import utc_now
 from tidings.metrics import OUTBOX_LAG, PUBLISHED
 from tidings.outbox import postgres
+from tidings.outbox.claims import Claimed, Claims
 from tidings.outbox.table import outbox_table as t
 from tidings.outbox.writer import Outbox
 
 __all__ = ["Relay"]
 
 log = logging.getLogger("tidings.relay")
+
+_PASS_SECONDS = 5.0
+"""How long one pass of :meth:`Relay.run_once` goes on while there is more to publish: then
+the run loop has its turn (retention, stop) and the lag gauge is read again."""
 
 
 class Relay:
@@ -89,13 +100,15 @@ class Relay:
         self.retention = retention
         self.max_backoff = max_backoff
         self.name = name or f"relay-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._claims = Claims(engine, name=self.name, claim_seconds=claim_seconds)
         self.recorder = recorder
         self.published = 0
         self._stopping = asyncio.Event()
         self._wakeups: postgres.Wakeups | None = None
 
     def stop(self) -> None:
-        """Ask :meth:`run` to return after the batch in hand."""
+        """Ask :meth:`run` to return after the batches in hand (the one publishing and the
+        one claimed ahead of it)."""
         self._stopping.set()
 
     async def run(self) -> None:
@@ -120,7 +133,7 @@ class Relay:
                     await self._wakeups.start()
                 if self._wakeups is not None:
                     self._wakeups.event.clear()
-                count = await self.run_once()
+                _, caught_up = await self._pass()
                 if loop.time() - last_cleanup > 60:
                     last_cleanup = loop.time()
                     await self.delete_expired()
@@ -134,46 +147,95 @@ class Relay:
                 log.warning("relay: cannot publish (%s); retrying in %.1fs", exc, backoff)
                 await self._sleep(backoff)
                 continue
-            if count < self.batch_size:
+            if caught_up:
                 await self._wait_for_work()
 
     async def run_once(self) -> int:
-        """Claim and publish one batch; return how many rows were published."""
-        rows = await self._claim()
-        if not rows:
-            return 0
-        by_topic: dict[str, list[Any]] = {}
-        for row in rows:
-            by_topic.setdefault(row.topic, []).append(row)
-        published = 0
-        try:
-            for topic, topic_rows in by_topic.items():
-                await self.broker.publish(topic, [_message(r) for r in topic_rows])
-                if self.recorder is not None:
-                    self._trace(topic_rows)
-                await self._mark_published([r.seq for r in topic_rows])
-                PUBLISHED.labels(topic).inc(len(topic_rows))
-                published += len(topic_rows)
-        finally:
-            if published < len(rows):
-                await self._release()
-        self.published += published
+        """Publish what is pending, batch after batch, pipelined; return how many rows were
+        published.
+
+        Returns when a claim made with no batch in flight comes back short (caught up), after
+        about :data:`_PASS_SECONDS` while more keeps coming, or on :meth:`stop`; nothing this
+        relay claimed is left unpublished or unmarked when it returns.
+        """
+        published, _ = await self._pass()
         return published
 
-    def _trace(self, rows: Sequence[Any]) -> None:
+    async def _pass(self) -> tuple[int, bool]:
+        """:meth:`run_once`; also whether the outbox is caught up. A claim made while a batch
+        is in flight leaves that batch's rows out, and on PostgreSQL also the later rows of
+        their entities, until it is marked. The lag gauge is read when the pass starts."""
+        if not await self._lag():
+            return 0, True
+        loop = asyncio.get_running_loop()
+        until = loop.time() + _PASS_SECONDS
+        published = 0
+        rows = await self._claims.claim(self.batch_size, marking=(), busy=())
+        alone = True  # claimed with no batch in flight: a short batch means caught up
+        done: list[int] = []  # confirmed by the broker, not marked yet
+        while rows:
+            caught_up = alone and len(rows) < self.batch_size
+            ahead: asyncio.Task[list[Claimed]] | None = None
+            if not caught_up and not self._stopping.is_set() and loop.time() < until:
+                ahead = asyncio.create_task(
+                    self._claims.claim(self.batch_size, marking=done, busy=[r.seq for r in rows])
+                )
+            confirmed: list[int] = []
+            try:
+                if ahead is not None:
+                    await asyncio.sleep(0)  # the claim is sent before encoding takes the loop
+                await self._publish(rows, confirmed)
+            except BaseException:
+                await self._give_back(ahead, [*done, *confirmed])
+                raise
+            published += len(rows)
+            self.published += len(rows)
+            if ahead is None:
+                await self._claims.mark_published([*done, *confirmed])
+                return published, caught_up
+            rows, done, alone = await ahead, confirmed, False
+            if not rows:  # nothing beside the batch in flight: claim again once it is marked
+                rows = await self._claims.claim(self.batch_size, marking=done, busy=())
+                done, alone = [], True
+        return published, True
+
+    async def _publish(self, rows: Sequence[Claimed], confirmed: list[int]) -> None:
+        """Publish ``rows`` topic by topic, adding each topic's seqs to ``confirmed`` as the
+        broker confirms them."""
+        by_topic: dict[str, list[Claimed]] = {}
+        for row in rows:
+            by_topic.setdefault(row.topic, []).append(row)
+        for topic, topic_rows in by_topic.items():
+            await self.broker.publish(topic, [r.message for r in topic_rows])
+            if self.recorder is not None:
+                self._trace(topic, [r.message for r in topic_rows])
+            PUBLISHED.labels(topic).inc(len(topic_rows))
+            confirmed.extend(r.seq for r in topic_rows)
+
+    async def _give_back(self, ahead: asyncio.Task[list[Claimed]] | None, done: list[int]) -> None:
+        """After a failed publish: let the claim ahead finish, mark what the broker confirmed
+        and release every other claim of this relay, the rows claimed ahead included."""
+        if ahead is not None:
+            await asyncio.wait([ahead])
+            if not ahead.cancelled() and ahead.exception() is not None:
+                log.debug("relay: claim ahead failed (%s)", ahead.exception())
+        await self._claims.mark_published(done)
+        await self._claims.release()
+
+    def _trace(self, topic: str, messages: Sequence[Message]) -> None:
         assert self.recorder is not None
         at, process = utc_now(), process_name()
-        for row in rows:
+        for message in messages:
             self.recorder.add(
                 TraceRecord(
-                    correlation_id=(row.headers or {}).get("correlation-id", ""),
-                    event_id=row.event_id,
-                    event_type=row.event_type,
-                    entity_id=row.entity_id,
+                    correlation_id=message.headers.get("correlation-id", ""),
+                    event_id=message.id,
+                    event_type=message.event_type,
+                    entity_id=message.key,
                     outcome="published",
                     process=process,
                     at=at,
-                    topic=row.topic,
+                    topic=topic,
                 )
             )
 
@@ -192,75 +254,16 @@ class Relay:
             result = await conn.execute(delete(t).where(t.c.published_at < cutoff))
             return int(result.rowcount)
 
-    async def _claim(self) -> Sequence[Any]:
+    async def _lag(self) -> bool:
+        """Set the lag gauge; whether anything waits. A read, so that an idle relay never
+        takes SQLite's write lock."""
         async with self._reader.connect() as conn:
             oldest = await conn.scalar(
                 select(t.c.created_at).where(t.c.published_at.is_(None)).order_by(t.c.seq).limit(1)
             )
-        now = utc_now()
-        if oldest is None:
-            OUTBOX_LAG.set(0)
-            return []
-        OUTBOX_LAG.set(max(0.0, (now - _aware(oldest)).total_seconds()))
-        claimable = and_(
-            t.c.published_at.is_(None),
-            or_(t.c.claimed_until.is_(None), t.c.claimed_until < now, t.c.claimed_by == self.name),
-        )
-        values = {
-            "claimed_by": self.name,
-            "claimed_until": now + timedelta(seconds=self.claim_seconds),
-        }
-        async with self.engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                rows = await postgres.claim(
-                    conn,
-                    claimable=claimable,
-                    limit=self.batch_size,
-                    values=values,
-                    returning=_CLAIMED,
-                )
-            else:
-                rows = (await conn.execute(self._claim_in_turn(claimable, now, values))).all()
-        return sorted(rows, key=lambda r: r.seq)
-
-    def _claim_in_turn(
-        self, claimable: ColumnElement[bool], now: datetime, values: dict[str, Any]
-    ) -> Executable:
-        """One statement that claims, for databases whose write transactions take turns."""
-        earlier = t.alias("earlier")
-        blocked = exists().where(
-            earlier.c.topic == t.c.topic,
-            earlier.c.entity_id == t.c.entity_id,
-            earlier.c.seq < t.c.seq,
-            earlier.c.published_at.is_(None),
-            earlier.c.claimed_by != self.name,
-            earlier.c.claimed_until >= now,
-        )
-        eligible = (
-            select(t.c.seq).where(claimable, ~blocked).order_by(t.c.seq).limit(self.batch_size)
-        )
-        return (
-            update(t)
-            .where(t.c.seq.in_(eligible.scalar_subquery()))
-            .values(**values)
-            .returning(*_CLAIMED)
-        )
-
-    async def _mark_published(self, seqs: list[int]) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                update(t)
-                .where(t.c.seq.in_(seqs))
-                .values(published_at=utc_now(), claimed_by=None, claimed_until=None)
-            )
-
-    async def _release(self) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                update(t)
-                .where(and_(t.c.claimed_by == self.name, t.c.published_at.is_(None)))
-                .values(claimed_by=None, claimed_until=None)
-            )
+        lag = 0.0 if oldest is None else (utc_now() - _aware(oldest)).total_seconds()
+        OUTBOX_LAG.set(max(0.0, lag))
+        return oldest is not None
 
     async def _wait_for_work(self) -> None:
         signals = [self._stopping]
@@ -281,19 +284,6 @@ class Relay:
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
-
-
-_CLAIMED = (t.c.seq, t.c.event_id, t.c.topic, t.c.event_type, t.c.entity_id, t.c.body, t.c.headers)
-
-
-def _message(row: Any) -> Message:
-    return Message(
-        id=row.event_id,
-        event_type=row.event_type,
-        key=row.entity_id,
-        body=bytes(row.body),
-        headers=dict(row.headers or {}),
-    )
 
 
 def _aware(value: datetime) -> datetime:
