@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,15 +13,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tidings.brokers.base import Message
 from tidings.brokers.memory import MemoryBroker
+from tidings.brokers.sqlite.database import immediate
 from tidings.db import create_engine, create_tables, session_factory
 from tidings.errors import BrokerUnavailable, EventTooLarge
 from tidings.events import Event, EventData
 from tidings.events.codecs import decode
 from tidings.events.model import utc_now
 from tidings.outbox import Outbox, Relay, outbox_table
+from tidings.outbox import relay as relay_module
+from tidings.outbox import sqlite as outbox_sqlite
 from tidings.topology import Subscription, Topology
 
-from .conftest import effects
+from .conftest import effects, effects_metadata
 
 TOPOLOGY = Topology.build(["person"], [Subscription(name="copy", topics=("person",))])
 
@@ -102,6 +107,25 @@ async def test_relay_publishes_every_row_once_in_order_per_entity(
     assert (await broker.depth("copy")).ready == 0
 
 
+async def test_an_in_memory_outbox_is_claimed_through_the_engine(broker: MemoryBroker) -> None:
+    """No second connection can open an in-memory database, so there the relay claims and
+    marks with the engine's own statements."""
+    engine = create_engine("sqlite:///:memory:")
+    await create_tables(engine, effects_metadata)
+    sessions = session_factory(engine)
+    outbox = Outbox()
+    events = [event(f"p{i % 3}", i // 3 + 1) for i in range(90)]
+    await write(sessions, outbox, events)
+    relay = Relay(engine, broker, outbox=outbox, batch_size=20)
+    assert await relay.run_once() == 90
+    assert await relay.pending() == 0
+    got = await received(broker, 90)
+    for entity in ("p0", "p1", "p2"):
+        versions = [e.entity_version for e in got if e.entity_id == entity]
+        assert versions == list(range(1, 31))
+    await engine.dispose()
+
+
 async def test_relay_is_woken_by_a_commit_not_by_its_poll(
     engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], broker: MemoryBroker
 ) -> None:
@@ -114,6 +138,64 @@ async def test_relay_is_woken_by_a_commit_not_by_its_poll(
     relay.stop()
     await task
     assert got[0].entity_id == "p1"
+
+
+async def test_commits_one_by_one_cost_the_relay_one_write_transaction_each(
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    broker: MemoryBroker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The claim a commit brings also marks the batch the commit before brought: one write
+    transaction per commit where a claim and a mark would be two. Stopping marks the last
+    batch at once, without waiting out the hold."""
+    monkeypatch.setattr(relay_module, "_HOLD_SECONDS", 30.0)
+    transactions: list[object] = []
+
+    @contextlib.contextmanager
+    def counted(conn: sqlite3.Connection) -> Iterator[None]:
+        transactions.append(conn)
+        with immediate(conn):
+            yield
+
+    monkeypatch.setattr(outbox_sqlite, "immediate", counted)  # the relay's write transactions
+    outbox = Outbox()
+    relay = Relay(engine, broker, outbox=outbox, poll_interval=60)
+    task = asyncio.create_task(relay.run())
+    got: list[str] = []
+    async with broker.consume("copy") as consumer:
+        for version in range(1, 21):
+            await write(sessions, outbox, [event("p1", version)])
+            async with asyncio.timeout(5):
+                delivery = await consumer.__anext__()
+            got.append(str(decode(delivery.message.body).entity_version))
+            await delivery.ack()
+    assert got == [str(v) for v in range(1, 21)]
+    assert await relay.pending() == 1, "the last batch is held, for the next claim to mark"
+    # One per commit, and one spare (a claim that finds the commit before it marked
+    # already): a claim and a mark each would be 40.
+    assert 20 <= len(transactions) <= 21
+    started = asyncio.get_running_loop().time()
+    relay.stop()
+    await task
+    assert asyncio.get_running_loop().time() - started < 5
+    assert await relay.pending() == 0
+
+
+async def test_a_held_batch_is_marked_when_no_commit_follows(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], broker: MemoryBroker
+) -> None:
+    outbox = Outbox()
+    relay = Relay(engine, broker, outbox=outbox, poll_interval=60)
+    task = asyncio.create_task(relay.run())
+    await write(sessions, outbox, [event("p1", 1)])
+    await received(broker, 1)
+    async with asyncio.timeout(5):
+        while await relay.pending():
+            await asyncio.sleep(0.01)
+    assert not task.done()
+    relay.stop()
+    await task
 
 
 class FlakyBroker(MemoryBroker):

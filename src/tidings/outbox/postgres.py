@@ -51,12 +51,13 @@ def claim(
     limit: int,
     values: dict[str, Any],
     returning: Sequence[ColumnElement[Any]],
-    published: Sequence[int],
+    published: BindParameter[Any],
     published_values: dict[str, Any],
 ) -> Executable:
-    """One statement, and so one round trip and one transaction: mark the rows ``published``
-    (set ``published_values`` on them), then claim up to ``limit`` rows in ``seq`` order,
-    setting ``values`` (the claim) on them and returning ``returning`` of each.
+    """One statement, and so one round trip and one transaction: mark the rows of the array
+    parameter ``published`` (set ``published_values`` on them), then claim up to ``limit``
+    rows in ``seq`` order, setting ``values`` (the claim) on them and returning
+    ``returning`` of each. Built once; the values come as parameters at each execution.
 
     The ``claimable`` rows are locked with ``FOR UPDATE SKIP LOCKED``, so that relays
     claiming at the same moment take disjoint rows instead of waiting for each other. A row
@@ -69,17 +70,16 @@ def claim(
     taken before the locks; a row it shows unpublished may have been published since, which
     only keeps a later row back until the next round.
     """
-    done = array(published)
     marked = (
         update(t)
-        .where(t.c.seq == any_(done))
+        .where(among(t.c.seq, published))
         .values(**published_values)
         .returning(t.c.seq)
         .cte("marked")
     )
     locked = (
         select(t.c.seq)
-        .where(claimable, outside(t.c.seq, done))
+        .where(claimable, outside(t.c.seq, published))
         .order_by(t.c.seq)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -95,7 +95,7 @@ def claim(
             earlier.c.seq < t.c.seq,
             earlier.c.published_at.is_(None),
             earlier.c.seq.not_in(select(locked.c.seq)),
-            outside(earlier.c.seq, done),
+            outside(earlier.c.seq, published),
         )
         # OFFSET keeps PostgreSQL from turning this into an anti-join, which may hash every
         # unpublished row for each claim; as it is, each claimed row costs one index probe.
@@ -111,25 +111,22 @@ def claim(
     )
 
 
-def among(column: ColumnElement[int], values: Sequence[int]) -> ColumnElement[bool]:
-    """``column = ANY(values)``, ``values`` as one array parameter: one prepared statement
-    whatever the count (``IN`` renders one per count), and an index look-up per value."""
-    return column == any_(array(values))
+def among(column: ColumnElement[int], values: BindParameter[Any]) -> ColumnElement[bool]:
+    """``column = ANY(values)``, ``values`` an array parameter (see :func:`array`): one
+    prepared statement whatever the count (``IN`` renders one per count), and an index
+    look-up per value."""
+    return column == any_(values)
 
 
-def outside(
-    column: ColumnElement[int], values: Sequence[int] | BindParameter[Any]
-) -> ColumnElement[bool]:
+def outside(column: ColumnElement[int], values: BindParameter[Any]) -> ColumnElement[bool]:
     """``column NOT IN (SELECT unnest(values))``: a hashed look-up per row, where
     ``<> ALL(values)`` compares each row with every value."""
-    param = values if isinstance(values, BindParameter) else array(values)
-    return column.not_in(select(func.unnest(param)).scalar_subquery())
+    return column.not_in(select(func.unnest(values)).scalar_subquery())
 
 
-def array(values: Sequence[int]) -> BindParameter[Any]:
-    """``values`` as one ``bigint[]`` parameter."""
-    items: list[Any] = list(values)
-    return bindparam(None, items, type_=ARRAY(BigInteger()))
+def array(key: str) -> BindParameter[Any]:
+    """The ``bigint[]`` parameter ``key``."""
+    return bindparam(key, type_=ARRAY(BigInteger()))
 
 
 class Wakeups:

@@ -20,7 +20,11 @@ transaction (on PostgreSQL the one statement) that marks the batch before it pub
 database and the broker work side by side, and a batch costs one transaction beside its
 publish. Batches are still published one after another and a batch is published only after
 the one before it was confirmed, so order per entity holds; a failed publish releases the
-batch claimed ahead with its own.
+batch claimed ahead with its own. A relay that has caught up holds the marks of its last
+batch for a moment, for the claim that the next commit brings to make: while commits come
+one by one, each costs the relay one write transaction. On a SQLite file the relay writes
+through a connection on a thread of its own, one hop per transaction (see
+:mod:`tidings.outbox.sqlite`).
 
 A relay wakes when an outbox of the same process commits (:attr:`Outbox.committed`), on
 PostgreSQL when any process commits (``LISTEN``/``NOTIFY``), and every ``poll_interval``
@@ -38,6 +42,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sqlite3
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -60,6 +65,12 @@ from tidings.outbox.writer import Outbox
 __all__ = ["Relay"]
 
 log = logging.getLogger("tidings.relay")
+
+_HOLD_SECONDS = 0.02
+"""How long a caught-up relay holds the marks of its last batch for the claim that the next
+commit brings: while commits come one by one, each costs one write transaction instead of
+two (on SQLite, the write lock taken once). Far below any claim's lease, so the rows stay
+this relay's meanwhile; should it die, they are published again (at least once)."""
 
 _PASS_SECONDS = 5.0
 """How long one pass of :meth:`Relay.run_once` goes on while there is more to publish: then
@@ -105,6 +116,7 @@ class Relay:
         self.published = 0
         self._stopping = asyncio.Event()
         self._wakeups: postgres.Wakeups | None = None
+        self._held: list[int] = []
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the batches in hand (the one publishing and the
@@ -117,6 +129,11 @@ class Relay:
         try:
             await self._run()
         finally:
+            try:
+                await self._mark_held()
+            except (BrokerError, OSError, DBAPIError, sqlite3.Error) as exc:
+                log.warning("relay: cannot mark %d published rows (%s)", len(self._held), exc)
+            await self._claims.close()
             if self._wakeups is not None:
                 await self._wakeups.close()
                 self._wakeups = None
@@ -125,6 +142,7 @@ class Relay:
         backoff = 0.0
         last_cleanup = 0.0
         loop = asyncio.get_running_loop()
+        woken = False  # by a commit or a notification, not by the poll: there is work
         while not self._stopping.is_set():
             if self.outbox is not None:
                 self.outbox.committed.clear()
@@ -133,22 +151,28 @@ class Relay:
                     await self._wakeups.start()
                 if self._wakeups is not None:
                     self._wakeups.event.clear()
-                _, caught_up = await self._pass()
+                _, caught_up = await self._pass(check=not woken, hold=True)
+                woken = False
+                if self._held:
+                    woken = await self._wait_for_work(_HOLD_SECONDS)
+                    if not woken:
+                        await self._mark_held()
                 if loop.time() - last_cleanup > 60:
                     last_cleanup = loop.time()
                     await self.delete_expired()
                 backoff = 0.0
-            except (BrokerError, OSError, DBAPIError) as exc:
+            except (BrokerError, OSError, DBAPIError, sqlite3.Error) as exc:
                 # Every database error is waited out, not only a dropped connection: a
                 # server that is starting up refuses connections with an ordinary error,
                 # and a relay that stopped would leave the API accepting writes that are
                 # never published.
                 backoff = min(self.max_backoff, max(0.1, backoff * 2))
                 log.warning("relay: cannot publish (%s); retrying in %.1fs", exc, backoff)
+                woken = False
                 await self._sleep(backoff)
                 continue
-            if caught_up:
-                await self._wait_for_work()
+            if caught_up and not woken:
+                woken = await self._wait_for_work(self._poll_seconds())
 
     async def run_once(self) -> int:
         """Publish what is pending, batch after batch, pipelined; return how many rows were
@@ -158,22 +182,33 @@ class Relay:
         about :data:`_PASS_SECONDS` while more keeps coming, or on :meth:`stop`; nothing this
         relay claimed is left unpublished or unmarked when it returns.
         """
-        published, _ = await self._pass()
+        try:
+            published, _ = await self._pass(check=True, hold=False)
+        finally:
+            await self._claims.close()
         return published
 
-    async def _pass(self) -> tuple[int, bool]:
+    async def _pass(self, *, check: bool, hold: bool) -> tuple[int, bool]:
         """:meth:`run_once`; also whether the outbox is caught up. A claim made while a batch
         is in flight leaves that batch's rows out, and on PostgreSQL also the later rows of
-        their entities, until it is marked. The lag gauge is read when the pass starts."""
-        if not await self._lag():
+        their entities, until it is marked. The lag gauge is set from each batch claimed, and
+        by :meth:`_lag`.
+
+        ``check``: first read whether anything waits (see :meth:`_lag`); a relay woken by a
+        commit knows. ``hold``: a last batch that catches up is not marked at once but held
+        (:attr:`_held`), for the claim of the next pass to mark; the first claim of a pass
+        marks what the pass before held."""
+        if check and not await self._lag():
             return 0, True
         loop = asyncio.get_running_loop()
         until = loop.time() + _PASS_SECONDS
         published = 0
-        rows = await self._claims.claim(self.batch_size, marking=(), busy=())
+        rows = await self._claims.claim(self.batch_size, marking=self._held, busy=())
+        self._held = []
         alone = True  # claimed with no batch in flight: a short batch means caught up
         done: list[int] = []  # confirmed by the broker, not marked yet
         while rows:
+            _set_lag(rows)
             caught_up = alone and len(rows) < self.batch_size
             ahead: asyncio.Task[list[Claimed]] | None = None
             if not caught_up and not self._stopping.is_set() and loop.time() < until:
@@ -191,13 +226,21 @@ class Relay:
             published += len(rows)
             self.published += len(rows)
             if ahead is None:
-                await self._claims.mark_published([*done, *confirmed])
+                if hold and caught_up and not self._stopping.is_set():
+                    self._held = [*done, *confirmed]
+                else:
+                    await self._claims.mark_published([*done, *confirmed])
                 return published, caught_up
             rows, done, alone = await ahead, confirmed, False
             if not rows:  # nothing beside the batch in flight: claim again once it is marked
                 rows = await self._claims.claim(self.batch_size, marking=done, busy=())
                 done, alone = [], True
         return published, True
+
+    async def _mark_held(self) -> None:
+        """Mark the rows held published (see :meth:`_pass`)."""
+        await self._claims.mark_published(self._held)
+        self._held = []
 
     async def _publish(self, rows: Sequence[Claimed], confirmed: list[int]) -> None:
         """Publish ``rows`` topic by topic, adding each topic's seqs to ``confirmed`` as the
@@ -258,32 +301,46 @@ class Relay:
         """Set the lag gauge; whether anything waits. A read, so that an idle relay never
         takes SQLite's write lock."""
         async with self._reader.connect() as conn:
-            oldest = await conn.scalar(
-                select(t.c.created_at).where(t.c.published_at.is_(None)).order_by(t.c.seq).limit(1)
-            )
+            oldest = await conn.scalar(_OLDEST)
         lag = 0.0 if oldest is None else (utc_now() - _aware(oldest)).total_seconds()
         OUTBOX_LAG.set(max(0.0, lag))
         return oldest is not None
 
-    async def _wait_for_work(self) -> None:
+    def _poll_seconds(self) -> float:
+        if self._wakeups is not None and not self._wakeups.listening:
+            return min(self.poll_interval, self.max_backoff)
+        return self.poll_interval
+
+    async def _wait_for_work(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for a commit, a notification or :meth:`stop`; whether one
+        came."""
         signals = [self._stopping]
         if self.outbox is not None:
             signals.append(self.outbox.committed)
         if self._wakeups is not None:
             signals.append(self._wakeups.event)
-        timeout = self.poll_interval
-        if self._wakeups is not None and not self._wakeups.listening:
-            timeout = min(timeout, self.max_backoff)
+        if any(signal.is_set() for signal in signals):
+            return True
         waiters = [asyncio.ensure_future(signal.wait()) for signal in signals]
         try:
-            await asyncio.wait(waiters, timeout=timeout, return_when="FIRST_COMPLETED")
+            done, _ = await asyncio.wait(waiters, timeout=timeout, return_when="FIRST_COMPLETED")
         finally:
             for waiter in waiters:
                 waiter.cancel()
+        return bool(done)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
+
+
+_OLDEST = select(t.c.created_at).where(t.c.published_at.is_(None)).order_by(t.c.seq).limit(1)
+
+
+def _set_lag(rows: Sequence[Claimed]) -> None:
+    """Set the lag gauge from the oldest of the rows just claimed."""
+    oldest = min(row.created_at for row in rows)
+    OUTBOX_LAG.set(max(0.0, (utc_now() - _aware(oldest)).total_seconds()))
 
 
 def _aware(value: datetime) -> datetime:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
 
 from sqlalchemy import event as sa_event
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from tidings import tracing
 from tidings.errors import ConfigurationError, EventTooLarge
@@ -29,7 +29,6 @@ __all__ = ["Outbox"]
 
 MAX_EVENT_BYTES_ENV = "TIDINGS_MAX_EVENT_BYTES"
 _PENDING_KEY = "tidings.outbox.pending"
-_LISTENING_KEY = "tidings.outbox.listening"
 
 
 class Outbox:
@@ -61,43 +60,43 @@ class Outbox:
         if len(body) > self.max_event_bytes:
             raise EventTooLarge(len(body), self.max_event_bytes)
         with tracing.publishing(topic, event) as trace_headers:
-            statement = insert(outbox_table).values(
-                event_id=str(event.id),
-                topic=topic,
-                event_type=event.event_type,
-                entity_id=event.entity_id,
-                entity_version=event.entity_version,
-                correlation_id=event.correlation_id,
-                body=body,
-                headers={
+            row = {
+                "event_id": str(event.id),
+                "topic": topic,
+                "event_type": event.event_type,
+                "entity_id": event.entity_id,
+                "entity_version": event.entity_version,
+                "correlation_id": event.correlation_id,
+                "body": body,
+                "headers": {
                     "content-type": self.codec.content_type,
                     "correlation-id": event.correlation_id,
                     **trace_headers,
                 },
-                created_at=utc_now(),
-            )
-            if session.get_bind().dialect.name == "postgresql":
-                await session.execute(statement.returning(notification()))
-            else:
-                await session.execute(statement)
-        self._wake_after_commit(session)
-
-    def _wake_after_commit(self, session: AsyncSession) -> None:
+                "created_at": utc_now(),
+            }
+            postgresql = session.get_bind().dialect.name == "postgresql"
+            await session.execute(_INSERT_NOTIFYING if postgresql else _INSERT, row)
         info = session.sync_session.info
-        info[_PENDING_KEY] = True
-        if info.get(_LISTENING_KEY) is self:
-            return
-        info[_LISTENING_KEY] = self
+        info.setdefault(_PENDING_KEY, set()).add(self)
 
-        def _after_commit(_session: Any) -> None:
-            if info.pop(_PENDING_KEY, False):
-                self.committed.set()
 
-        def _after_rollback(_session: Any) -> None:
-            info.pop(_PENDING_KEY, None)
+_INSERT = insert(outbox_table)
+_INSERT_NOTIFYING = insert(outbox_table).returning(notification())
 
-        sa_event.listen(session.sync_session, "after_commit", _after_commit)
-        sa_event.listen(session.sync_session, "after_rollback", _after_rollback)
+
+@sa_event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    """Wake the relays of the outboxes written to in the transaction that committed. One
+    listener for every session of the process: a listener per session costs more than the
+    insert it follows."""
+    for outbox in session.info.pop(_PENDING_KEY, ()):
+        outbox.committed.set()
+
+
+@sa_event.listens_for(Session, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_PENDING_KEY, None)
 
 
 def _max_event_bytes() -> int:

@@ -79,16 +79,24 @@ def _begin(conn: sqlite3.Connection) -> None:
 
 
 class Database:
-    """A connection to the broker file with its own worker thread.
+    """A connection to a SQLite file (the broker's, by default) with its own worker thread;
+    ``label`` names the file in errors.
 
     Functions given to :meth:`run` must leave no transaction open and be safe to call again
     from the start: while another process holds the lock past ``BUSY_TIMEOUT`` they are
     retried, for up to half a minute, before :class:`BrokerUnavailable` is raised.
     """
 
-    def __init__(self, path: Path, setup: Callable[[sqlite3.Connection], None]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        setup: Callable[[sqlite3.Connection], None],
+        *,
+        label: str = "sqlite broker",
+    ) -> None:
         self.path = path
         self._setup = setup
+        self._label = label
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidings-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._closed = False
@@ -100,7 +108,7 @@ class Database:
             await self._submit(self._connect)
         except sqlite3.DatabaseError as exc:
             await self.close()
-            raise ConfigurationError(f"sqlite broker {self.path}: {exc}") from exc
+            raise ConfigurationError(f"{self._label} {self.path}: {exc}") from exc
         except BaseException:
             await self.close()
             raise
@@ -117,12 +125,12 @@ class Database:
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` on the connection's thread and return its result."""
         if self._closed:
-            raise BrokerUnavailable(f"sqlite broker {self.path} is closed")
+            raise BrokerUnavailable(f"{self._label} {self.path} is closed")
         return await self._submit(lambda: _retry_busy(lambda: fn(self._connection())))
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            raise BrokerUnavailable(f"sqlite broker {self.path} is closed")
+            raise BrokerUnavailable(f"{self._label} {self.path} is closed")
         return self._conn
 
     async def _submit(self, call: Callable[[], T]) -> T:
@@ -131,12 +139,12 @@ class Database:
             return await loop.run_in_executor(self._executor, call)
         except RuntimeError as exc:
             if self._closed:
-                raise BrokerUnavailable(f"sqlite broker {self.path} is closed") from exc
+                raise BrokerUnavailable(f"{self._label} {self.path} is closed") from exc
             raise
         except sqlite3.OperationalError as exc:
             if "unable to open" in str(exc):
-                raise ConfigurationError(f"sqlite broker {self.path}: {exc}") from exc
-            raise BrokerUnavailable(f"sqlite broker {self.path}: {exc}") from exc
+                raise ConfigurationError(f"{self._label} {self.path}: {exc}") from exc
+            raise BrokerUnavailable(f"{self._label} {self.path}: {exc}") from exc
 
     async def close(self) -> None:
         """Close the connection and stop its thread. Idempotent."""
