@@ -119,3 +119,35 @@ async def test_close_writes_what_is_queued_without_waiting_for_quiet_turns(
     settler.send("$JS.ACK.0", b"+ACK", A, confirm=False)
     await settler.close()
     assert [subject for subject, _, _ in client.published] == ["$JS.ACK.0"]
+
+
+class BrokenClient(RecordingClient):
+    """Refuses the first publish with an error no reconnect cures."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken = True
+
+    async def publish(self, subject: str, payload: bytes = b"", reply: str = "") -> None:
+        if self.broken:
+            self.broken = False
+            raise ValueError("payload refused")
+        await super().publish(subject, payload, reply)
+
+
+async def test_an_unexpected_publish_error_reaches_every_waiter_and_the_settler_goes_on() -> None:
+    client = BrokenClient()
+    counting = asyncio.create_task(client.count_turns())
+    settler, replies = settler_on(client)
+    first = settler.send("$JS.ACK.1", b"+ACK", A)
+    assert first is not None
+    async with asyncio.timeout(2):
+        with pytest.raises(ValueError, match="payload refused"):
+            await first
+    second = settler.send("$JS.ACK.2", b"+ACK", A)
+    assert second is not None
+    await published(client, 1)
+    await answer(replies, client.published[-1][2])
+    async with asyncio.timeout(2):
+        await second
+    counting.cancel()

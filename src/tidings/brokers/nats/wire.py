@@ -211,8 +211,8 @@ class Settler:
                     await self._nc.publish(subject, payload, reply=reply)
                 else:
                     await self._nc.publish(subject, payload)
-        except TRANSIENT as exc:
-            error = unavailable(exc, "settle")
+        except Exception as exc:  # every waiter hears of it, and the settler goes on
+            error = unavailable(exc, "settle") if isinstance(exc, TRANSIENT) else exc
             for reply, _ in confirms.values():
                 self._replies.forget(reply)
             for *_, future in batch:
