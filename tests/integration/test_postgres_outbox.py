@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from tidings.brokers.base import Message
 from tidings.brokers.memory import MemoryBroker
 from tidings.db import create_engine, create_tables, session_factory
 from tidings.errors import BrokerUnavailable
@@ -24,6 +23,7 @@ from tidings.outbox.postgres import Wakeups
 from tidings.topology import Subscription, Topology
 
 from ..conftest import require_service
+from ..outbox_support import FailingBroker, published_and_claimed
 
 pytestmark = pytest.mark.postgres
 
@@ -219,20 +219,6 @@ async def test_a_later_row_waits_while_another_relay_holds_an_earlier_row_of_its
     assert [(e.entity_id, e.entity_version) for e in got] == [("f", 1), ("e", 1), ("e", 2)]
 
 
-class FailingBroker(MemoryBroker):
-    """Refuses every publish after the first ``good`` ones."""
-
-    def __init__(self, good: int) -> None:
-        super().__init__()
-        self.good = good
-
-    async def publish(self, topic: str, messages: Sequence[Message]) -> None:
-        if self.good <= 0:
-            raise BrokerUnavailable("connection refused")
-        self.good -= 1
-        await super().publish(topic, messages)
-
-
 async def test_a_failed_publish_marks_only_what_was_confirmed_and_releases_the_rest(
     engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
@@ -245,13 +231,7 @@ async def test_a_failed_publish_marks_only_what_was_confirmed_and_releases_the_r
     relay = Relay(engine, broker, outbox=outbox, batch_size=30)
     with pytest.raises(BrokerUnavailable):
         await relay.run_once()
-    async with engine.connect() as conn:
-        published = await conn.scalar(
-            select(func.count()).where(outbox_table.c.published_at.is_not(None))
-        )
-        claimed = await conn.scalar(
-            select(func.count()).where(outbox_table.c.claimed_by.is_not(None))
-        )
+    published, claimed = await published_and_claimed(engine)
     assert claimed == 0 and 0 < published < 120
     assert published == (await broker.depth("copy")).ready, "marked is what the broker took"
     broker.good = 10

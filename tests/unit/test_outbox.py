@@ -24,6 +24,7 @@ from tidings.outbox import relay as relay_module
 from tidings.outbox import sqlite as outbox_sqlite
 from tidings.topology import Subscription, Topology
 
+from ..outbox_support import FailingBroker, published_and_claimed
 from .conftest import effects, effects_metadata
 
 TOPOLOGY = Topology.build(["person"], [Subscription(name="copy", topics=("person",))])
@@ -307,20 +308,6 @@ async def test_two_relays_share_an_outbox_publishing_each_row_once(
         assert versions == sorted(versions)
 
 
-class FailingBroker(MemoryBroker):
-    """Refuses every publish after the first ``good`` ones."""
-
-    def __init__(self, good: int) -> None:
-        super().__init__()
-        self.good = good
-
-    async def publish(self, topic: str, messages: Sequence[Message]) -> None:
-        if self.good <= 0:
-            raise BrokerUnavailable("connection refused")
-        self.good -= 1
-        await super().publish(topic, messages)
-
-
 async def test_a_failed_publish_marks_only_what_was_confirmed_and_releases_the_rest(
     engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
@@ -333,13 +320,7 @@ async def test_a_failed_publish_marks_only_what_was_confirmed_and_releases_the_r
     relay = Relay(engine, broker, outbox=outbox, batch_size=20)
     with pytest.raises(BrokerUnavailable):
         await relay.run_once()
-    async with engine.connect() as conn:
-        published = await conn.scalar(
-            select(func.count()).where(outbox_table.c.published_at.is_not(None))
-        )
-        claimed = await conn.scalar(
-            select(func.count()).where(outbox_table.c.claimed_by.is_not(None))
-        )
+    published, claimed = await published_and_claimed(engine)
     assert (published, claimed) == (20, 0)
     broker.good = 10
     assert await Relay(engine, broker, outbox=outbox, batch_size=20).run_once() == 40
