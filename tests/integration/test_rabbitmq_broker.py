@@ -16,7 +16,10 @@ from typing import Protocol
 
 import aio_pika
 import aiormq
+import pamqp.frame
 import pytest
+from aiormq.abc import ChannelFrame
+from pamqp.commands import Basic
 
 from tidings.brokers import Delivery, Depth, Message, connect
 from tidings.brokers.rabbitmq import RabbitBroker, parse_url
@@ -339,6 +342,52 @@ async def test_deliveries_not_yet_handed_out_keep_their_attempt_when_the_consume
         for delivery in rest:
             await delivery.ack()
     assert await broker.dead_letters("work") == []
+
+
+async def test_acks_of_one_turn_go_out_in_one_write_and_never_cover_a_delivery_still_held(
+    open_broker: Opener,
+) -> None:
+    broker = await open_broker()
+    await broker.declare(topology(sub()))
+    await broker.publish("orders", msgs("m", 12))
+    async with broker.consume("work", prefetch=12) as consumer:
+        got = await take(consumer, 12)
+        session = consumer._session
+        assert session is not None
+        queue, number = session.wire.write_queue, session.wire.number
+        acks: list[list[tuple[int, bool]]] = []  # each write of this channel: its acks
+        put_nowait = queue.put_nowait
+
+        def watched(write: ChannelFrame) -> None:
+            frames, payload = [], write.payload
+            while payload:
+                size, channel, frame = pamqp.frame.unmarshal(payload)
+                payload = payload[size:]
+                if channel == number and isinstance(frame, Basic.Ack):
+                    frames.append((frame.delivery_tag, frame.multiple))
+            if frames:
+                acks.append(frames)
+            put_nowait(write)
+
+        queue.put_nowait = watched  # type: ignore[method-assign]
+        tags = {d.message.id: d.tag for d in got}  # type: ignore[attr-defined]
+        kept = {"m-3", "m-7"}
+        await asyncio.gather(*(d.ack() for d in got if d.message.id not in kept))
+        await asyncio.sleep(0.05)
+        # m-0..m-2 in one multiple ack, the rest above m-3 one by one, all in one write.
+        singles = [(tags[f"m-{i}"], False) for i in (4, 5, 6, 8, 9, 10, 11)]
+        assert acks == [[(tags["m-2"], True), *singles]]
+        await got[7].retry(0, "once more")
+        await asyncio.sleep(0.05)
+        assert acks[1:] == [[(tags["m-7"], False)]]
+    # Closing gave m-3 back; m-7 came back as a retry; no ack took either with it.
+    async with broker.consume("work") as consumer:
+        back = await take(consumer, 2)
+        assert sorted((d.message.id, d.attempt) for d in back) == [("m-3", 2), ("m-7", 2)]
+        for delivery in back:
+            await delivery.ack()
+        assert await nothing_within(consumer, 0.3)
+    assert (await broker.depth("work")).ready == 0
 
 
 async def test_classic_queues_work_and_count_a_return_as_one_attempt(open_broker: Opener) -> None:

@@ -4,6 +4,13 @@ A session's deliveries can be settled only on its channel. Once the channel is g
 consumer closed, the connection dropped), RabbitMQ has given back what it held, and settling
 those deliveries is a no-op.
 
+Acknowledgements are gathered: those made in one turn of the event loop go out as one
+``basic.ack`` with ``multiple`` set, up to the lowest delivery still unsettled, plus one
+frame for each acknowledged delivery above it. A tag counts as unsettled until the frame that
+settles it is queued, so a ``multiple`` acknowledgement never covers a delivery whose own
+acknowledgement or rejection is still on its way (RabbitMQ closes a channel that settles a
+tag twice).
+
 Some messages are not handed out: a delayed retry that arrives before it is due is parked in
 the next delay tier (see :mod:`tidings.brokers.rabbitmq.names`), and a message that comes
 back after its last attempt without having been settled is dead-lettered.
@@ -12,6 +19,7 @@ back after its last attempt without having been settled is dead-lettered.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 from collections import deque
@@ -19,7 +27,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aio_pika.abc import AbstractChannel
-from aiormq.abc import DeliveredMessage
+from aiormq.abc import ChannelFrame, DeliveredMessage
+from pamqp.commands import Basic
 
 from tidings.brokers.rabbitmq import wire as amqp
 from tidings.brokers.rabbitmq.copies import dead_copy, park_copy, retry_copy, unseen_copy
@@ -62,6 +71,12 @@ class Session:
         self._chores: set[asyncio.Task[None]] = set()
         self._arrived = asyncio.Event()
         self._settled_at = 0.0
+        self._unsettled: set[int] = set()
+        """Tags received and not yet settled by a queued frame."""
+        self._order: deque[int] = deque()
+        """The same tags in the order they came (settled ones are dropped when reached)."""
+        self._acks: list[int] = []
+        """Tags to acknowledge in the next write."""
 
     @property
     def alive(self) -> bool:
@@ -89,6 +104,8 @@ class Session:
         """What RabbitMQ pushed: hand it out, park it, or dead-letter it."""
         if delivered.delivery_tag is None:
             return
+        self._unsettled.add(delivered.delivery_tag)
+        self._order.append(delivered.delivery_tag)
         self._arrived.set()
         incoming = amqp.decode(delivered, self.names)
         delivery = RabbitDelivery(self, delivered.delivery_tag, incoming)
@@ -130,19 +147,53 @@ class Session:
         await self._settle(delivery.tag, None)
 
     async def _settle(self, tag: int, requeue: bool | None) -> None:
-        """Ack (``requeue`` None) or nack delivery ``tag``; a no-op once the channel is gone."""
+        """Ack (``requeue`` None) or nack delivery ``tag``; a no-op once the channel is gone.
+        An ack goes out with the others of this turn of the event loop, just after it."""
         if self.wire.is_closed:
             return
         self._settled_at = asyncio.get_running_loop().time()
         if requeue is None:
-            frame = self.wire.basic_ack(tag, wait=False)
-        else:
-            frame = self.wire.basic_nack(tag, requeue=requeue, wait=False)
+            self._acks.append(tag)
+            if len(self._acks) == 1:
+                asyncio.get_running_loop().call_soon(self._send_acks)
+            return
+        frame = self.wire.basic_nack(tag, requeue=requeue, wait=False)
         with contextlib.suppress(Exception):
             if not self.wire.write_queue.full():
                 await frame  # queued at once
             else:
                 await unless_closed(self.wire, asyncio.ensure_future(frame), "a settlement")
+            self._unsettled.discard(tag)
+
+    def _send_acks(self) -> None:
+        """Queue the gathered acks as one write: an ack with ``multiple`` set up to the lowest
+        tag still unsettled, and one ack for each tag above it."""
+        acks, self._acks = sorted(self._acks), []
+        if not acks or self.wire.is_closed:
+            return
+        order, unsettled = self._order, self._unsettled
+        while order and order[0] not in unsettled:
+            order.popleft()
+        gathered = set(acks)
+        lowest = next((t for t in order if t in unsettled and t not in gathered), None)
+        below = len(acks) if lowest is None else bisect.bisect_left(acks, lowest)
+        frames = [Basic.Ack(tag) for tag in acks[below:]]
+        if below:
+            frames.insert(0, Basic.Ack(acks[below - 1], multiple=below > 1))
+        write = ChannelFrame.marshall(frames=frames, channel_number=self.wire.number)
+        if not self.wire.write_queue.full():
+            self.wire.write_queue.put_nowait(write)
+            unsettled.difference_update(acks)
+        else:
+            self._chore(self._queue(write, acks))
+
+    async def _queue(self, write: ChannelFrame, tags: list[int]) -> None:
+        """Queue ``write`` once the channel's full write queue has room."""
+        with contextlib.suppress(BrokerError):
+            await unless_closed(
+                self.wire, asyncio.ensure_future(self.wire.write_queue.put(write)), "a settlement"
+            )
+            self._unsettled.difference_update(tags)
 
     def _release(self, delivery: RabbitDelivery) -> bool:
         """Stop holding ``delivery``; False if it was not held (given back already)."""
@@ -202,6 +253,7 @@ class Session:
 
         It first waits for deliveries still on their way: one that arrives after the consumer
         is cancelled is dropped, and comes back counted as an attempt."""
+        self._send_acks()
         if self._chores:
             await asyncio.gather(*self._chores, return_exceptions=True)
         await self.until_quiet()
