@@ -390,6 +390,28 @@ async def test_acks_of_one_turn_go_out_in_one_write_and_never_cover_a_delivery_s
     assert (await broker.depth("work")).ready == 0
 
 
+async def test_a_delivery_held_long_does_not_make_the_consumer_remember_every_tag_after_it(
+    open_broker: Opener,
+) -> None:
+    broker = await open_broker()
+    await broker.declare(topology(sub()))
+    await broker.publish("orders", msgs("m", 200))
+    async with broker.consume("work", prefetch=200) as consumer:
+        first, *rest = await take(consumer, 200)
+        for delivery in rest:
+            await delivery.ack()
+            await asyncio.sleep(0)  # each ack in a turn of its own
+        await asyncio.sleep(0.05)
+        session = consumer._session
+        assert session is not None
+        assert len(session._order) < 70  # compacted: m-0, and settled tags up to 64 more
+        await first.ack()
+        await asyncio.sleep(0.05)
+    assert (await broker.depth("work")).ready == 0
+    async with broker.consume("work") as consumer:
+        assert await nothing_within(consumer, 0.3)
+
+
 async def test_classic_queues_work_and_count_a_return_as_one_attempt(open_broker: Opener) -> None:
     broker = await open_broker(queue_type="classic")
     await broker.declare(topology(sub(max_attempts=3)))

@@ -74,7 +74,8 @@ class Session:
         self._unsettled: set[int] = set()
         """Tags received and not yet settled by a queued frame."""
         self._order: deque[int] = deque()
-        """The same tags in the order they came (settled ones are dropped when reached)."""
+        """The same tags in the order they came; settled ones are dropped once at the front,
+        or all at once when they outnumber the unsettled ones."""
         self._acks: list[int] = []
         """Tags to acknowledge in the next write."""
 
@@ -174,6 +175,8 @@ class Session:
         order, unsettled = self._order, self._unsettled
         while order and order[0] not in unsettled:
             order.popleft()
+        if len(order) > 2 * len(unsettled) + 64:  # settled tags behind one held for long
+            order = self._order = deque(sorted(unsettled))
         gathered = set(acks)
         lowest = next((t for t in order if t in unsettled and t not in gathered), None)
         below = len(acks) if lowest is None else bisect.bisect_left(acks, lowest)
