@@ -158,13 +158,9 @@ class Session:
             if len(self._acks) == 1:
                 asyncio.get_running_loop().call_soon(self._send_acks)
             return
-        frame = self.wire.basic_nack(tag, requeue=requeue, wait=False)
-        with contextlib.suppress(Exception):
-            if not self.wire.write_queue.full():
-                await frame  # queued at once
-            else:
-                await unless_closed(self.wire, asyncio.ensure_future(frame), "a settlement")
-            self._unsettled.discard(tag)
+        write = self._frames(Basic.Nack(tag, requeue=requeue))
+        if not self._put(write, [tag]):
+            await self._queue(write, [tag])
 
     def _send_acks(self) -> None:
         """Queue the gathered acks as one write: an ack with ``multiple`` set up to the lowest
@@ -183,15 +179,24 @@ class Session:
         frames = [Basic.Ack(tag) for tag in acks[below:]]
         if below:
             frames.insert(0, Basic.Ack(acks[below - 1], multiple=below > 1))
-        write = ChannelFrame.marshall(frames=frames, channel_number=self.wire.number)
-        if not self.wire.write_queue.full():
-            self.wire.write_queue.put_nowait(write)
-            unsettled.difference_update(acks)
-        else:
+        write = self._frames(*frames)
+        if not self._put(write, acks):
             self._chore(self._queue(write, acks))
 
+    def _frames(self, *frames: Basic.Ack | Basic.Nack) -> ChannelFrame:
+        """``frames`` as one write on this channel."""
+        return ChannelFrame.marshall(frames=frames, channel_number=self.wire.number)
+
+    def _put(self, write: ChannelFrame, tags: list[int]) -> bool:
+        """Queue ``write``, which settles ``tags``, if the channel's write queue has room."""
+        if self.wire.write_queue.full():
+            return False
+        self.wire.write_queue.put_nowait(write)
+        self._unsettled.difference_update(tags)
+        return True
+
     async def _queue(self, write: ChannelFrame, tags: list[int]) -> None:
-        """Queue ``write`` once the channel's full write queue has room."""
+        """Queue ``write``, which settles ``tags``, once the full write queue has room."""
         with contextlib.suppress(BrokerError):
             await unless_closed(
                 self.wire, asyncio.ensure_future(self.wire.write_queue.put(write)), "a settlement"
